@@ -1,0 +1,4 @@
+//! The Windows kernel binding layer.
+
+#[cfg(not(feature = "wdk"))]
+mod pool;
