@@ -1,6 +1,8 @@
 //! The OpenVPN data channel on the wire: pure functions and state machines
 //! over caller-provided buffers, no I/O, no allocation per packet.
 
+pub mod opcode;
+
 use core::fmt;
 
 /// A peer id: 24 bits on the wire (P_DATA_V2 bytes 1..4).
