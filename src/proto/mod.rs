@@ -3,6 +3,7 @@
 
 pub mod keepalive;
 pub mod opcode;
+pub mod tcp_frame;
 
 use core::fmt;
 
