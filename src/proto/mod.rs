@@ -2,6 +2,7 @@
 //! over caller-provided buffers, no I/O, no allocation per packet.
 
 pub mod keepalive;
+pub mod mss;
 pub mod opcode;
 pub mod tcp_frame;
 
