@@ -1,7 +1,10 @@
 //! The OpenVPN data channel on the wire: pure functions and state machines
 //! over caller-provided buffers, no I/O, no allocation per packet.
 
+pub mod keepalive;
+pub mod mss;
 pub mod opcode;
+pub mod tcp_frame;
 
 use core::fmt;
 
