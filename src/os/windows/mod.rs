@@ -1,4 +1,7 @@
 //! The Windows kernel binding layer.
 
+pub mod bcrypt;
+pub mod cng;
+
 #[cfg(not(feature = "wdk"))]
 mod pool;
