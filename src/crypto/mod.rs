@@ -58,6 +58,8 @@ pub enum CryptoError {
     BadLength,
     /// The tag did not verify. The output buffer holds no plaintext.
     AuthFailed,
+    /// The key object could not be allocated (nonpaged pool exhausted).
+    NoMemory,
 }
 
 impl CryptoError {
@@ -69,6 +71,7 @@ impl CryptoError {
             CryptoError::Unsupported => NtStatus::INVALID_DEVICE_REQUEST,
             CryptoError::BadLength => NtStatus::INVALID_BUFFER_SIZE,
             CryptoError::AuthFailed => NtStatus::AUTH_TAG_MISMATCH,
+            CryptoError::NoMemory => NtStatus::INSUFFICIENT_RESOURCES,
         }
     }
 }

@@ -48,7 +48,7 @@ use crate::crypto::{AeadKey, Cipher, CryptoError, CryptoProvider, NONCE_LEN, Non
 use crate::ntstatus::NtStatus;
 use alloc::boxed::Box;
 use alloc::sync::Arc;
-use alloc::vec;
+use alloc::vec::Vec;
 use core::ffi::c_void;
 use core::ptr;
 
@@ -118,8 +118,12 @@ impl Algorithm {
     fn key_object(&self) -> Result<Box<[u8]>, CryptoError> {
         // Key creation is control path; the buffer comes from nonpaged pool
         // (the global allocator), as DISPATCH_LEVEL use requires.
-        let len = u32::try_from(self.object_len).map_err(|_| CryptoError::BadLength)?;
-        Ok(vec![0u8; len as usize].into_boxed_slice())
+        let len = u32::try_from(self.object_len).map_err(|_| CryptoError::BadLength)? as usize;
+        // A failed pool allocation must fail NEW_KEY, not bring the system down.
+        let mut object = Vec::new();
+        object.try_reserve_exact(len).map_err(|_| CryptoError::NoMemory)?;
+        object.resize(len, 0u8);
+        Ok(object.into_boxed_slice())
     }
 
     /// `BCryptGenerateSymmetricKey` into `object`.
