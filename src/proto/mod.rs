@@ -2,6 +2,8 @@
 //! over caller-provided buffers, no I/O, no allocation per packet.
 
 pub mod opcode;
+pub mod packet_id;
+pub mod replay;
 
 use core::fmt;
 
