@@ -4,6 +4,8 @@
 pub mod keepalive;
 pub mod mss;
 pub mod opcode;
+pub mod packet_id;
+pub mod replay;
 pub mod tcp_frame;
 
 use core::fmt;
