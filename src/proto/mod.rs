@@ -1,6 +1,7 @@
 //! The OpenVPN data channel on the wire: pure functions and state machines
 //! over caller-provided buffers, no I/O, no allocation per packet.
 
+pub mod aead_frame;
 pub mod opcode;
 
 use core::fmt;
