@@ -2,6 +2,7 @@
 //! over caller-provided buffers, no I/O, no allocation per packet.
 
 pub mod aead_frame;
+pub mod epoch;
 pub mod opcode;
 
 use core::fmt;
