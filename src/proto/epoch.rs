@@ -419,7 +419,8 @@ impl<K: AeadKey> EpochReceiver<K> {
 
     /// Makes future `epoch` current.
     fn promote<P: CryptoProvider<Key = K> + ?Sized>(&mut self, p: &P, epoch: u16) -> Result<(), EpochError> {
-        let shift = usize::from(epoch - self.current.key.epoch); // lookup() made this 1..=N
+        let ahead = epoch.checked_sub(self.current.key.epoch).ok_or(EpochError::UnknownEpoch(epoch))?;
+        let shift = usize::from(ahead);
         if shift == 0 || shift > FUTURE_EPOCH_KEYS {
             return Err(EpochError::UnknownEpoch(epoch));
         }
@@ -433,7 +434,8 @@ impl<K: AeadKey> EpochReceiver<K> {
             highest = highest.next(p)?;
             *slot = Some(EpochDataKey::derive(p, self.cipher, &highest)?);
         }
-        let new_current = self.future[shift - 1].take().ok_or(EpochError::UnknownEpoch(epoch))?;
+        let new_current =
+            self.future.get_mut(shift - 1).and_then(Option::take).ok_or(EpochError::UnknownEpoch(epoch))?;
         self.future.rotate_left(shift);
         // The last `shift` entries are the emptied ones; refill them in order.
         for (dst, src) in self.future.iter_mut().skip(FUTURE_EPOCH_KEYS - shift).zip(fresh.iter_mut()) {
