@@ -14,6 +14,7 @@
 #[cfg(not(windows))]
 pub mod host;
 pub mod kdf;
+pub mod slots;
 
 /// Nonce length of every AEAD the data channel uses (GCM and ChaCha20-Poly1305
 /// with a 96-bit nonce).

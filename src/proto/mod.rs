@@ -1,6 +1,8 @@
 //! The OpenVPN data channel on the wire: pure functions and state machines
 //! over caller-provided buffers, no I/O, no allocation per packet.
 
+pub mod aead_frame;
+pub mod epoch;
 pub mod keepalive;
 pub mod mss;
 pub mod opcode;
