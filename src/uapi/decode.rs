@@ -895,3 +895,668 @@ pub fn encode_notify_event(out: &mut [u8], event: &NotifyEvent) -> Result<usize,
     }
     Ok(size_of::<OvpnNotifyEvent>())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+    use alloc::vec::Vec;
+
+    // Buffers are built byte by byte as OpenVPN's dco_win.c fills the
+    // structures on x64 Windows: little-endian integers, ports and addresses
+    // in network order, AF_INET = 2, AF_INET6 = 23.
+
+    /// A 28-byte address union holding SOCKADDR_IN.
+    fn sin(ip: [u8; 4], port: u16) -> Vec<u8> {
+        let mut b = vec![0x02, 0x00];
+        b.extend_from_slice(&port.to_be_bytes());
+        b.extend_from_slice(&ip);
+        b.resize(28, 0); // sin_zero and the rest of the union
+        b
+    }
+
+    /// A 28-byte address union holding SOCKADDR_IN6.
+    fn sin6(ip: [u8; 16], port: u16, flowinfo: u32, scope_id: u32) -> Vec<u8> {
+        let mut b = vec![0x17, 0x00];
+        b.extend_from_slice(&port.to_be_bytes());
+        b.extend_from_slice(&flowinfo.to_le_bytes());
+        b.extend_from_slice(&ip);
+        b.extend_from_slice(&scope_id.to_le_bytes());
+        b
+    }
+
+    fn le(v: i32) -> [u8; 4] {
+        v.to_le_bytes()
+    }
+
+    const V6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x42];
+
+    fn pid(v: u32) -> PeerId {
+        PeerId::new(v).unwrap()
+    }
+
+    #[test]
+    fn new_peer_udp_ipv4_as_openvpn_sends_it() {
+        // No --local: unspecified local address, port 0.
+        let mut b = sin([0, 0, 0, 0], 0);
+        b.extend(sin([198, 51, 100, 7], 1194));
+        b.extend(le(OVPN_PROTO_UDP));
+        assert_eq!(b.len(), 60);
+        let p = new_peer(&b).unwrap();
+        assert_eq!(p.local, "0.0.0.0:0".parse().unwrap());
+        assert_eq!(p.remote, "198.51.100.7:1194".parse().unwrap());
+        assert_eq!(p.transport, Transport::Udp);
+    }
+
+    #[test]
+    fn new_peer_tcp_ipv6_keeps_flowinfo_and_scope() {
+        let mut b = sin6([0; 16], 0, 0, 0);
+        b.extend(sin6(V6, 443, 7, 3));
+        b.extend(le(OVPN_PROTO_TCP));
+        let p = new_peer(&b).unwrap();
+        assert_eq!(p.transport, Transport::Tcp);
+        assert_eq!(p.remote, SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(V6), 443, 7, 3)));
+        assert!(p.local.ip().is_unspecified());
+    }
+
+    #[test]
+    fn new_peer_rejects_bad_family_proto_and_mixed_families() {
+        let mut b = sin([0; 4], 0);
+        b.extend(sin([192, 0, 2, 1], 1194));
+        b.extend(le(OVPN_PROTO_UDP));
+
+        let mut bad = b.clone();
+        bad[0] = 10; // Linux's AF_INET6 is not Windows'
+        assert_eq!(new_peer(&bad), Err(DecodeError::UnknownAddressFamily(10)));
+        let mut bad = b.clone();
+        bad[28] = 0;
+        assert_eq!(new_peer(&bad), Err(DecodeError::UnknownAddressFamily(0)));
+        let mut bad = b.clone();
+        bad[56..60].copy_from_slice(&le(2));
+        assert_eq!(new_peer(&bad), Err(DecodeError::UnknownProto(2)));
+        assert_eq!(DecodeError::UnknownProto(2).status(), NtStatus::INVALID_DEVICE_REQUEST);
+        assert_eq!(DecodeError::UnknownAddressFamily(0).status(), NtStatus::INVALID_DEVICE_REQUEST);
+
+        let mut mixed = sin6([0; 16], 0, 0, 0);
+        mixed.extend(sin([192, 0, 2, 1], 1194));
+        mixed.extend(le(OVPN_PROTO_UDP));
+        assert_eq!(new_peer(&mixed), Err(DecodeError::AddressFamilyMismatch));
+        assert_eq!(DecodeError::AddressFamilyMismatch.status(), NtStatus::INVALID_PARAMETER);
+    }
+
+    #[test]
+    fn mp_new_peer_as_openvpn_sends_it() {
+        // dco_new_peer: Local has only its family set; VpnAddr6 left zero.
+        let mut b = vec![0u8; 28];
+        b[0] = 2;
+        b.extend(sin([203, 0, 113, 9], 50000));
+        b.extend([10, 8, 0, 6]);
+        b.extend([0u8; 16]);
+        b.extend(le(5));
+        assert_eq!(b.len(), 80);
+        let p = mp_new_peer(&b).unwrap();
+        assert_eq!(p.remote, "203.0.113.9:50000".parse().unwrap());
+        assert_eq!(p.vpn_ipv4, Some(Ipv4Addr::new(10, 8, 0, 6)));
+        assert_eq!(p.vpn_ipv6, None);
+        assert_eq!(p.peer_id, pid(5));
+
+        let mut v6 = b.clone();
+        v6[56..60].fill(0);
+        v6[60..76].copy_from_slice(&V6);
+        let p = mp_new_peer(&v6).unwrap();
+        assert_eq!(p.vpn_ipv4, None);
+        assert_eq!(p.vpn_ipv6, Some(Ipv6Addr::from(V6)));
+
+        for bad_id in [-1, 0x0100_0000, i32::MIN] {
+            let mut bad = b.clone();
+            bad[76..80].copy_from_slice(&le(bad_id));
+            let err = mp_new_peer(&bad).unwrap_err();
+            assert_eq!(err, DecodeError::PeerIdOutOfRange { ioctl: Ioctl::MpNewPeer, value: bad_id });
+            assert_eq!(err.status(), NtStatus::INVALID_PARAMETER);
+        }
+        let mut max = b.clone();
+        max[76..80].copy_from_slice(&le(0x00FF_FFFF));
+        assert_eq!(mp_new_peer(&max).unwrap().peer_id, PeerId::UNDEFINED);
+    }
+
+    /// OVPN_KEY_DIRECTION: Key[32] (first `len` bytes used), KeyLen, NonceTail[8].
+    fn key_direction(fill: u8, len: u8, tail: u8) -> Vec<u8> {
+        let mut b: Vec<u8> = (0..32).map(|i| fill.wrapping_add(i)).collect();
+        b.push(len);
+        b.extend([tail; 8]);
+        b
+    }
+
+    /// OVPN_CRYPTO_DATA as dco_new_key fills it.
+    fn crypto(slot: i32, cipher: i32, key_len: u8, key_id: u8, peer: i32) -> Vec<u8> {
+        let mut b = key_direction(0x10, key_len, 0xE0);
+        b.extend(key_direction(0x80, key_len, 0xD0));
+        b.extend([0, 0]); // padding to KeySlot @84
+        b.extend(le(slot));
+        b.extend(le(cipher));
+        b.push(key_id);
+        b.extend([0, 0, 0]); // padding to PeerId @96
+        b.extend(le(peer));
+        assert_eq!(b.len(), 100);
+        b
+    }
+
+    #[test]
+    fn new_key_aes_256_gcm_as_openvpn_sends_it() {
+        let b = crypto(OVPN_KEY_SLOT_PRIMARY, OVPN_CIPHER_ALG_AES_GCM, 32, 2, 0x00FF_FFFF);
+        let k = new_key(&b).unwrap();
+        assert_eq!(k.slot, KeySlot::Primary);
+        assert_eq!(k.cipher, Cipher::AesGcm);
+        assert_eq!(k.key_id, KeyId::new(2).unwrap());
+        assert_eq!(k.peer_id, Some(PeerId::UNDEFINED));
+        assert!(!k.epoch);
+        assert_eq!(k.encrypt.key(), &b[0..32]);
+        assert_eq!(k.encrypt.nonce_tail(), &[0xE0; 8]);
+        assert_eq!(k.decrypt.key(), &b[41..73]);
+        assert_eq!(k.decrypt.nonce_tail(), &[0xD0; 8]);
+    }
+
+    #[test]
+    fn new_key_aes_128_uses_the_key_prefix_and_keeps_the_epoch_secret() {
+        let b = crypto(OVPN_KEY_SLOT_SECONDARY, OVPN_CIPHER_ALG_AES_GCM, 16, 0, 0);
+        let k = new_key(&b).unwrap();
+        assert_eq!(k.slot, KeySlot::Secondary);
+        assert_eq!(k.encrypt.key(), &b[0..16]);
+        assert_eq!(k.encrypt.key_len(), 16);
+        assert_eq!(&k.encrypt.epoch_secret()[..], &b[0..32]);
+        // Debug output carries no key bytes.
+        let dbg = alloc::format!("{:?}", k.encrypt);
+        assert!(!dbg.contains("16, 17"), "{dbg}");
+    }
+
+    #[test]
+    fn new_key_peer_id_outside_24_bits_is_kept_as_none() {
+        for id in [-1, 0x0100_0000, i32::MIN] {
+            let b = crypto(0, OVPN_CIPHER_ALG_CHACHA20_POLY1305, 32, 0, id);
+            assert_eq!(new_key(&b).unwrap().peer_id, None);
+        }
+    }
+
+    #[test]
+    fn new_key_v2_epoch_is_bit_1_only() {
+        let mut b = crypto(0, OVPN_CIPHER_ALG_AES_GCM, 32, 1, 0);
+        b.extend(2u32.to_le_bytes());
+        assert!(new_key_v2(&b).unwrap().epoch);
+        b[100..104].copy_from_slice(&4u32.to_le_bytes()); // old 64-bit packet id bit
+        assert!(!new_key_v2(&b).unwrap().epoch);
+        b[100..104].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(new_key_v2(&b).unwrap().epoch);
+        // NEW_KEY_V2 needs all 104 bytes; the V1 100 are not enough.
+        assert_eq!(new_key_v2(&b[..100]), Err(DecodeError::InputTooSmall { needed: 104, got: 100 }));
+    }
+
+    #[test]
+    fn new_key_validation_follows_ovpn_dco_win() {
+        let aes = OVPN_CIPHER_ALG_AES_GCM;
+        let cases = [
+            (crypto(2, aes, 32, 0, 0), DecodeError::UnknownKeySlot(2), NtStatus::INVALID_DEVICE_REQUEST),
+            (crypto(-1, 7, 32, 0, 0), DecodeError::UnknownKeySlot(-1), NtStatus::INVALID_DEVICE_REQUEST),
+            (crypto(0, 3, 32, 0, 0), DecodeError::UnknownCipher(3), NtStatus::INVALID_DEVICE_REQUEST),
+            (crypto(0, -1, 32, 0, 0), DecodeError::UnknownCipher(-1), NtStatus::INVALID_DEVICE_REQUEST),
+            (crypto(0, OVPN_CIPHER_ALG_NONE, 0, 0, 0), DecodeError::CipherNone, NtStatus::INVALID_DEVICE_REQUEST),
+            (crypto(0, aes, 33, 0, 0), DecodeError::KeyTooLong(33), NtStatus::INVALID_DEVICE_REQUEST),
+            (crypto(0, aes, 255, 0, 0), DecodeError::KeyTooLong(255), NtStatus::INVALID_DEVICE_REQUEST),
+            (crypto(0, aes, 0, 0, 0), DecodeError::BadKeyLength(0), NtStatus::INVALID_PARAMETER),
+            (crypto(0, aes, 17, 0, 0), DecodeError::BadKeyLength(17), NtStatus::INVALID_PARAMETER),
+            (
+                crypto(0, OVPN_CIPHER_ALG_CHACHA20_POLY1305, 16, 0, 0),
+                DecodeError::BadKeyLength(16),
+                NtStatus::INVALID_PARAMETER,
+            ),
+            (crypto(0, aes, 32, 8, 0), DecodeError::KeyIdOutOfRange(8), NtStatus::INVALID_PARAMETER),
+        ];
+        for (buf, err, status) in cases {
+            assert_eq!(new_key(&buf), Err(err));
+            assert_eq!(err.status(), status);
+        }
+        let mut mismatch = crypto(0, aes, 32, 0, 0);
+        mismatch[32 + 41] = 16;
+        assert_eq!(new_key(&mismatch), Err(DecodeError::KeyLengthMismatch));
+        // A too-long decrypt key is caught even when the encrypt one is fine.
+        let mut long = crypto(0, aes, 32, 0, 0);
+        long[32 + 41] = 64;
+        assert_eq!(new_key(&long), Err(DecodeError::KeyTooLong(64)));
+    }
+
+    #[test]
+    fn set_peer_minus_one_leaves_fields_unchanged() {
+        let mut b = Vec::new();
+        for v in [10, 60, 1400] {
+            b.extend(le(v));
+        }
+        let expect = SetPeer { keepalive_interval: Some(10), keepalive_timeout: Some(60), mss: Some(1400) };
+        assert_eq!(set_peer(&b), Ok(expect));
+
+        let unchanged: Vec<u8> = [-1, -1, -1].iter().flat_map(|v| le(*v)).collect();
+        assert_eq!(set_peer(&unchanged), Ok(SetPeer { keepalive_interval: None, keepalive_timeout: None, mss: None }));
+        let zeros = [0u8; 12];
+        assert_eq!(
+            set_peer(&zeros),
+            Ok(SetPeer { keepalive_interval: Some(0), keepalive_timeout: Some(0), mss: Some(0) })
+        );
+    }
+
+    #[test]
+    fn set_peer_rejects_other_negatives_and_wide_mss() {
+        let enc = |v: [i32; 3]| -> Vec<u8> { v.iter().flat_map(|x| le(*x)).collect() };
+        assert_eq!(set_peer(&enc([-2, 0, 0])), Err(DecodeError::BadKeepalive(-2)));
+        assert_eq!(set_peer(&enc([0, i32::MIN, 0])), Err(DecodeError::BadKeepalive(i32::MIN)));
+        assert_eq!(set_peer(&enc([0, 0, 65536])), Err(DecodeError::BadMss(65536)));
+        assert_eq!(set_peer(&enc([0, 0, -5])), Err(DecodeError::BadMss(-5)));
+        assert_eq!(set_peer(&enc([0, 0, 65535])).unwrap().mss, Some(65535));
+        assert_eq!(set_peer(&enc([i32::MAX, 0, 0])).unwrap().keepalive_interval, Some(i32::MAX as u32));
+        assert_eq!(DecodeError::BadMss(-5).status(), NtStatus::INVALID_PARAMETER);
+    }
+
+    #[test]
+    fn mp_set_peer_reads_the_peer_then_the_settings() {
+        let b: Vec<u8> = [3, 10, 120, -1].iter().flat_map(|v| le(*v)).collect();
+        let p = mp_set_peer(&b).unwrap();
+        assert_eq!(p.peer_id, pid(3));
+        assert_eq!(p.params, SetPeer { keepalive_interval: Some(10), keepalive_timeout: Some(120), mss: None });
+
+        let bad: Vec<u8> = [-1, 10, 120, -1].iter().flat_map(|v| le(*v)).collect();
+        let err = mp_set_peer(&bad).unwrap_err();
+        assert_eq!(err, DecodeError::PeerIdOutOfRange { ioctl: Ioctl::MpSetPeer, value: -1 });
+        assert_eq!(err.status(), NtStatus::INVALID_DEVICE_REQUEST);
+    }
+
+    #[test]
+    fn set_mode_values() {
+        assert_eq!(set_mode(&le(0)), Ok(Mode::P2p));
+        assert_eq!(set_mode(&le(1)), Ok(Mode::Mp));
+        assert_eq!(set_mode(&le(2)), Err(DecodeError::UnknownMode(2)));
+        assert_eq!(set_mode(&le(-1)), Err(DecodeError::UnknownMode(-1)));
+        assert_eq!(DecodeError::UnknownMode(2).status(), NtStatus::INVALID_PARAMETER);
+    }
+
+    #[test]
+    fn mp_start_vpn_as_openvpn_sends_it_and_echoes_back() {
+        let mut b = sin6([0; 16], 1194, 0, 0);
+        b.extend(le(1));
+        let s = mp_start_vpn(&b).unwrap();
+        assert_eq!(s.listen, "[::]:1194".parse().unwrap());
+        assert!(s.ipv6_only);
+
+        let mut out = [0xAAu8; 40];
+        assert_eq!(encode_mp_start_vpn(&mut out, &s), Ok(32));
+        assert_eq!(&out[..32], &b[..]);
+        assert_eq!(&out[32..], &[0xAA; 8]); // beyond the structure: untouched
+        assert_eq!(mp_start_vpn(&out), Ok(s));
+
+        let mut v4 = sin([0; 4], 1194);
+        v4.extend(le(0));
+        let s4 = mp_start_vpn(&v4).unwrap();
+        assert!(!s4.ipv6_only);
+        let mut out = [0xAAu8; 32];
+        encode_mp_start_vpn(&mut out, &s4).unwrap();
+        assert_eq!(&out[..], &v4[..]); // sin_zero and union tail zeroed
+        assert_eq!(encode_mp_start_vpn(&mut [0u8; 31], &s4), Err(EncodeError::OutputTooSmall { needed: 32, got: 31 }));
+
+        let mut bad = v4.clone();
+        bad[0..2].copy_from_slice(&1u16.to_le_bytes()); // AF_UNIX
+        assert_eq!(mp_start_vpn(&bad), Err(DecodeError::UnknownAddressFamily(1)));
+    }
+
+    #[test]
+    fn peer_id_structs_and_their_not_found_statuses() {
+        assert_eq!(mp_del_peer(&le(9)), Ok(pid(9)));
+        assert_eq!(mp_swap_keys(&le(0x00FF_FFFF)), Ok(PeerId::UNDEFINED));
+        let del = mp_del_peer(&le(-1)).unwrap_err();
+        assert_eq!(del.status(), NtStatus::NOT_FOUND);
+        let swap = mp_swap_keys(&le(0x0100_0000)).unwrap_err();
+        assert_eq!(swap.status(), NtStatus::INVALID_DEVICE_REQUEST);
+
+        assert_eq!(get_peer_stats(&le(-1)), Ok(PeerStatsQuery::All));
+        assert_eq!(get_peer_stats(&le(7)), Ok(PeerStatsQuery::One(pid(7))));
+        let stats = get_peer_stats(&le(-2)).unwrap_err();
+        assert_eq!(stats, DecodeError::PeerIdOutOfRange { ioctl: Ioctl::GetPeerStats, value: -2 });
+        assert_eq!(stats.status(), NtStatus::OBJECTID_NOT_FOUND);
+    }
+
+    /// OVPN_MP_IROUTE as dco_win_add_iroute_ipv4/ipv6 fill it.
+    fn iroute_buf(addr: &[u8], netbits: i32, peer: i32, ipv6: i32) -> Vec<u8> {
+        let mut b = addr.to_vec();
+        b.resize(16, 0);
+        b.extend(le(netbits));
+        b.extend(le(peer));
+        b.extend(le(ipv6));
+        b
+    }
+
+    #[test]
+    fn iroutes_ipv4_and_ipv6() {
+        let r = mp_add_iroute(&iroute_buf(&[10, 0, 1, 0], 24, 3, 0)).unwrap();
+        assert_eq!(r.peer_id, pid(3));
+        assert_eq!(r.route, Iroute { prefix: IpAddr::V4(Ipv4Addr::new(10, 0, 1, 0)), netbits: 24 });
+
+        let r = mp_add_iroute(&iroute_buf(&V6, 64, 4, 1)).unwrap();
+        assert_eq!(r.route, Iroute { prefix: IpAddr::V6(Ipv6Addr::from(V6)), netbits: 64 });
+
+        // Edges.
+        assert!(mp_add_iroute(&iroute_buf(&[0; 4], 0, 0, 0)).is_ok());
+        assert!(mp_add_iroute(&iroute_buf(&[10, 0, 0, 1], 32, 0, 0)).is_ok());
+        assert!(mp_add_iroute(&iroute_buf(&V6, 128, 0, 1)).is_ok());
+        for (bits, v6) in [(33, 0), (-1, 0), (129, 1), (-1, 1), (i32::MAX, 1), (256 + 24, 0)] {
+            let err = mp_add_iroute(&iroute_buf(&[0; 16], bits, 0, v6)).unwrap_err();
+            assert_eq!(err, DecodeError::NetbitsOutOfRange { netbits: bits, ipv6: v6 != 0 });
+            assert_eq!(err.status(), NtStatus::INVALID_PARAMETER);
+            assert_eq!(mp_del_iroute(&iroute_buf(&[0; 16], bits, 0, v6)), Err(err));
+        }
+        // Any non-zero IPv6 flag means IPv6.
+        assert!(mp_add_iroute(&iroute_buf(&V6, 100, 0, -7)).unwrap().route.prefix.is_ipv6());
+
+        let bad_peer = mp_add_iroute(&iroute_buf(&[10, 0, 0, 0], 8, -3, 0)).unwrap_err();
+        assert_eq!(bad_peer, DecodeError::PeerIdOutOfRange { ioctl: Ioctl::MpAddIroute, value: -3 });
+        // MP_DEL_IROUTE ignores the peer.
+        assert_eq!(
+            mp_del_iroute(&iroute_buf(&[10, 0, 0, 0], 8, -3, 0)),
+            Ok(Iroute { prefix: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 0)), netbits: 8 })
+        );
+    }
+
+    #[test]
+    fn empty_and_short_inputs_are_buffer_too_small_for_every_ioctl() {
+        for ioctl in Ioctl::ALL {
+            let size = input_size(ioctl);
+            if size == 0 {
+                // Input ignored, whatever it is.
+                assert!(decode_request(ioctl.code(), &[]).is_ok(), "{ioctl:?}");
+                assert!(decode_request(ioctl.code(), &[0xFF; 300]).is_ok(), "{ioctl:?}");
+                continue;
+            }
+            for len in [0, 1, size - 1] {
+                let err = decode_request(ioctl.code(), &vec![0u8; len]).unwrap_err();
+                assert_eq!(err, DecodeError::InputTooSmall { needed: size, got: len }, "{ioctl:?}");
+                assert_eq!(err.status(), NtStatus::BUFFER_TOO_SMALL);
+            }
+        }
+    }
+
+    #[test]
+    fn longer_inputs_read_only_the_structure() {
+        let mut b = crypto(0, OVPN_CIPHER_ALG_AES_GCM, 24, 3, 1);
+        let exact = new_key(&b).unwrap();
+        b.extend([0xFF; 50]);
+        assert_eq!(new_key(&b), Ok(exact));
+
+        let mut b = sin([0; 4], 0);
+        b.extend(sin([192, 0, 2, 1], 1194));
+        b.extend(le(OVPN_PROTO_UDP));
+        let exact = new_peer(&b).unwrap();
+        b.push(0xFF);
+        assert_eq!(new_peer(&b), Ok(exact));
+    }
+
+    #[test]
+    fn unaligned_input_decodes_the_same() {
+        let b = crypto(1, OVPN_CIPHER_ALG_AES_GCM, 32, 7, 42);
+        let mut shifted = vec![0u8; 1];
+        shifted.extend(&b);
+        assert_eq!(new_key(&shifted[1..]), new_key(&b));
+        assert_eq!(new_key(&b).unwrap().peer_id, Some(pid(42)));
+    }
+
+    #[test]
+    fn unknown_codes_are_invalid_device_request() {
+        for code in [0, 0x0022_0000, 0x0022_0050, 0x0022_0007, u32::MAX] {
+            let err = decode_request(code, &[0; 128]).unwrap_err();
+            assert_eq!(err, DecodeError::UnknownIoctl(code));
+            assert_eq!(err.status(), NtStatus::INVALID_DEVICE_REQUEST);
+        }
+    }
+
+    #[test]
+    fn decode_request_names_its_ioctl() {
+        let b: Vec<u8> = [3, 10, 120, -1].iter().flat_map(|v| le(*v)).collect();
+        let r = decode_request(Ioctl::MpSetPeer.code(), &b).unwrap();
+        assert_eq!(r.ioctl(), Ioctl::MpSetPeer);
+        assert_eq!(decode_request(Ioctl::SwapKeys.code(), &[]), Ok(Request::SwapKeys));
+    }
+
+    #[test]
+    fn stats_bytes() {
+        let s = OvpnStats {
+            lost_in_control_packets: 1,
+            lost_out_control_packets: 2,
+            lost_in_data_packets: 3,
+            lost_out_data_packets: 4,
+            received_data_packets: 5,
+            received_control_packets: 6,
+            sent_control_packets: 7,
+            sent_data_packets: -1,
+            transport_bytes_sent: 0x0102_0304_0506_0708,
+            transport_bytes_received: 9,
+            tun_bytes_sent: 10,
+            tun_bytes_received: i64::MIN,
+        };
+        let mut out = [0xAAu8; 64];
+        assert_eq!(encode_stats(&mut out, &s), Ok(64));
+        let mut expect = Vec::new();
+        for v in [1, 2, 3, 4, 5, 6, 7, -1] {
+            expect.extend(le(v));
+        }
+        for v in [0x0102_0304_0506_0708i64, 9, 10, i64::MIN] {
+            expect.extend(v.to_le_bytes());
+        }
+        assert_eq!(&out[..], &expect[..]);
+        assert_eq!(encode_stats(&mut [0u8; 63], &s), Err(EncodeError::OutputTooSmall { needed: 64, got: 63 }));
+        assert_eq!(encode_stats(&mut [], &s).unwrap_err().status(), NtStatus::BUFFER_TOO_SMALL);
+    }
+
+    #[test]
+    fn version_bytes() {
+        let mut out = [0u8; 12];
+        assert_eq!(encode_version(&mut out, &OvpnVersion { major: 2, minor: 8, patch: 1 }), Ok(12));
+        assert_eq!(out, [2, 0, 0, 0, 8, 0, 0, 0, 1, 0, 0, 0]);
+        assert!(encode_version(&mut [0u8; 11], &OvpnVersion::default()).is_err());
+    }
+
+    fn peer_stats(id: i32) -> OvpnPeerStats {
+        OvpnPeerStats { peer_id: id, link_rx_bytes: 1, link_tx_bytes: 2, vpn_rx_bytes: 3, vpn_tx_bytes: 4 }
+    }
+
+    #[test]
+    fn peer_stats_single_bytes_with_zeroed_padding() {
+        let mut out = [0xAAu8; 40];
+        assert_eq!(encode_peer_stats(&mut out, &peer_stats(5)), Ok(40));
+        let mut expect = vec![5, 0, 0, 0, 0, 0, 0, 0];
+        for v in [1i64, 2, 3, 4] {
+            expect.extend(v.to_le_bytes());
+        }
+        assert_eq!(&out[..], &expect[..]);
+        assert!(encode_peer_stats(&mut [0u8; 39], &peer_stats(5)).is_err());
+    }
+
+    #[test]
+    fn peer_stats_all_follows_ovpn_dco_win() {
+        let three = [peer_stats(1), peer_stats(2), peer_stats(3)];
+        // Shorter than a ULONG: too small, whatever the peers.
+        assert_eq!(
+            encode_peer_stats_all(&mut [0u8; 3], three.into_iter()),
+            Err(EncodeError::OutputTooSmall { needed: 4, got: 3 })
+        );
+        // No peers: success, nothing written.
+        let mut out = [0xAAu8; 8];
+        let r = encode_peer_stats_all(&mut out, core::iter::empty()).unwrap();
+        assert_eq!((r, r.status(), r.information()), (PeerStatsAll::Written(0), NtStatus::SUCCESS, 0));
+        assert_eq!(out, [0xAA; 8]);
+        // Too small for all: the required size as a ULONG, BUFFER_OVERFLOW, 4 bytes.
+        let mut out = [0xAAu8; 80];
+        let r = encode_peer_stats_all(&mut out, three.into_iter()).unwrap();
+        assert_eq!(r, PeerStatsAll::Overflow { required: 120 });
+        assert_eq!((r.status(), r.information()), (NtStatus::BUFFER_OVERFLOW, 4));
+        assert_eq!(&out[..4], &120u32.to_le_bytes());
+        // Enough: the array.
+        let mut out = [0xAAu8; 130];
+        let r = encode_peer_stats_all(&mut out, three.into_iter()).unwrap();
+        assert_eq!((r, r.information()), (PeerStatsAll::Written(120), 120));
+        for (i, chunk) in out[..120].chunks(40).enumerate() {
+            let mut one = [0u8; 40];
+            encode_peer_stats(&mut one, &peer_stats(i as i32 + 1)).unwrap();
+            assert_eq!(chunk, &one[..]);
+        }
+        assert_eq!(&out[120..], &[0xAA; 10]);
+    }
+
+    #[test]
+    fn notify_event_is_zeroed_then_filled() {
+        let mut out = [0xAAu8; 144];
+        let ev = NotifyEvent::DelPeer { peer_id: pid(7), reason: DelPeerReason::Expired };
+        assert_eq!(encode_notify_event(&mut out, &ev), Ok(144));
+        assert_eq!(&out[..12], &[0, 0, 0, 0, 7, 0, 0, 0, 2, 0, 0, 0]);
+        assert!(out[12..].iter().all(|b| *b == 0));
+
+        let mut out = [0xAAu8; 144];
+        let ev = NotifyEvent::SwapKeys { peer_id: PeerId::UNDEFINED };
+        encode_notify_event(&mut out, &ev).unwrap();
+        assert_eq!(&out[..12], &[1, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0, 0]);
+        assert!(out[12..].iter().all(|b| *b == 0));
+
+        let mut out = [0xAAu8; 150];
+        let ev = NotifyEvent::FloatPeer { peer_id: pid(1), address: "192.0.2.44:1195".parse().unwrap() };
+        encode_notify_event(&mut out, &ev).unwrap();
+        assert_eq!(&out[..12], &[2, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(&out[12..16], &[0; 4]); // padding
+        assert_eq!(&out[16..32], &sin([192, 0, 2, 44], 1195)[..16]);
+        assert!(out[32..144].iter().all(|b| *b == 0));
+        assert_eq!(&out[144..], &[0xAA; 6]);
+
+        let mut out = [0xAAu8; 144];
+        let addr = SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(V6), 5000, 0, 9));
+        encode_notify_event(&mut out, &NotifyEvent::FloatPeer { peer_id: pid(1), address: addr }).unwrap();
+        assert_eq!(&out[16..44], &sin6(V6, 5000, 0, 9)[..]);
+        assert!(out[44..].iter().all(|b| *b == 0));
+
+        let ev = NotifyEvent::SwapKeys { peer_id: pid(0) };
+        assert_eq!(
+            encode_notify_event(&mut [0u8; 143], &ev),
+            Err(EncodeError::OutputTooSmall { needed: 144, got: 143 })
+        );
+    }
+
+    #[test]
+    fn delete_reasons_match_the_header() {
+        let reasons = [
+            DelPeerReason::Teardown,
+            DelPeerReason::Userspace,
+            DelPeerReason::Expired,
+            DelPeerReason::TransportError,
+            DelPeerReason::TransportDisconnect,
+        ];
+        for (i, r) in reasons.iter().enumerate() {
+            assert_eq!(r.raw(), i as i32);
+        }
+    }
+
+    #[test]
+    fn sizes_per_ioctl_match_the_reference() {
+        let inputs: Vec<usize> = Ioctl::ALL.iter().map(|i| input_size(*i)).collect();
+        assert_eq!(inputs, [60, 0, 100, 0, 12, 0, 0, 0, 104, 4, 32, 80, 16, 0, 4, 4, 28, 28, 4]);
+        let outputs: Vec<usize> = Ioctl::ALL.iter().map(|i| output_size(*i)).collect();
+        assert_eq!(outputs, [0, 64, 0, 0, 0, 0, 0, 12, 0, 0, 32, 0, 0, 144, 0, 0, 0, 0, 40]);
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn any_code() -> impl Strategy<Value = u32> {
+            prop_oneof![
+                (0usize..Ioctl::ALL.len()).prop_map(|i| Ioctl::ALL[i].code()),
+                any::<u32>(),
+                (0u32..0x40).prop_map(|f| 0x0022_0000 | f),
+            ]
+        }
+
+        /// The statuses any decode failure may complete with.
+        const ALLOWED: [NtStatus; 5] = [
+            NtStatus::INVALID_DEVICE_REQUEST,
+            NtStatus::BUFFER_TOO_SMALL,
+            NtStatus::INVALID_PARAMETER,
+            NtStatus::NOT_FOUND,
+            NtStatus::OBJECTID_NOT_FOUND,
+        ];
+
+        proptest! {
+            #[test]
+            fn any_bytes_any_length_decode_or_fail_cleanly(
+                code in any_code(),
+                input in proptest::collection::vec(any::<u8>(), 0..300),
+            ) {
+                match decode_request(code, &input) {
+                    Ok(r) => {
+                        prop_assert_eq!(r.ioctl().code(), code);
+                        prop_assert!(input.len() >= input_size(r.ioctl()));
+                    }
+                    Err(e) => prop_assert!(ALLOWED.contains(&e.status()), "{:?}", e),
+                }
+            }
+
+            #[test]
+            fn only_the_structure_prefix_matters(
+                i in 0usize..Ioctl::ALL.len(),
+                input in proptest::collection::vec(any::<u8>(), 104..300),
+            ) {
+                let ioctl = Ioctl::ALL[i];
+                let size = input_size(ioctl);
+                prop_assert_eq!(
+                    decode_request(ioctl.code(), &input),
+                    decode_request(ioctl.code(), &input[..size])
+                );
+            }
+
+            #[test]
+            fn encoders_fit_any_output_length(len in 0usize..400, id in 0u32..=PeerId::MAX, v6 in any::<bool>()) {
+                let mut out = vec![0u8; len];
+                let address = if v6 {
+                    SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(V6), 1, 2, 3))
+                } else {
+                    "192.0.2.1:1".parse().unwrap()
+                };
+                let peer_id = pid(id);
+                let results = [
+                    encode_stats(&mut out, &OvpnStats::default()),
+                    encode_version(&mut out, &OvpnVersion::default()),
+                    encode_peer_stats(&mut out, &peer_stats(1)),
+                    encode_mp_start_vpn(&mut out, &MpStartVpn { listen: address, ipv6_only: v6 }),
+                    encode_notify_event(&mut out, &NotifyEvent::FloatPeer { peer_id, address }),
+                ];
+                for r in results {
+                    match r {
+                        Ok(n) => prop_assert!(n <= len),
+                        Err(EncodeError::OutputTooSmall { needed, got }) => {
+                            prop_assert!(got < needed);
+                            prop_assert_eq!(got, len);
+                        }
+                    }
+                }
+                let all = encode_peer_stats_all(&mut out, (0..(id % 8) as i32).map(peer_stats));
+                if let Ok(r) = all {
+                    prop_assert!(r.information() <= len);
+                }
+            }
+
+            #[test]
+            fn mp_start_vpn_round_trips(
+                ip in any::<[u8; 16]>(), port in any::<u16>(), flow in any::<u32>(),
+                scope in any::<u32>(), v6 in any::<bool>(), only in any::<bool>(),
+            ) {
+                let listen = if v6 {
+                    SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(ip), port, flow, scope))
+                } else {
+                    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3]), port))
+                };
+                let s = MpStartVpn { listen, ipv6_only: only };
+                let mut out = [0u8; 32];
+                encode_mp_start_vpn(&mut out, &s).unwrap();
+                prop_assert_eq!(mp_start_vpn(&out), Ok(s));
+            }
+        }
+    }
+}
