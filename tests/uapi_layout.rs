@@ -7,7 +7,9 @@ use ovpn_dco::uapi::Ioctl;
 use ovpn_dco::uapi::layout::{self, LAYOUTS};
 
 /// (name, size, align, [(field, offset)]) from the reference table.
-const REFERENCE: &[(&str, usize, usize, &[(&str, usize)])] = &[
+type Entry = (&'static str, usize, usize, &'static [(&'static str, usize)]);
+
+const REFERENCE: &[Entry] = &[
     ("SOCKADDR_IN", 16, 4, &[("sin_family", 0), ("sin_port", 2), ("sin_addr", 4), ("sin_zero", 8)]),
     (
         "SOCKADDR_IN6",

@@ -804,7 +804,7 @@ where
     if count == 0 {
         return Ok(PeerStatsAll::Written(0));
     }
-    let required = count.checked_mul(size_of::<OvpnPeerStats>()).unwrap_or(usize::MAX);
+    let required = count.saturating_mul(size_of::<OvpnPeerStats>());
     if got < required {
         let required = u32::try_from(required).unwrap_or(u32::MAX);
         put(out, 0, &required.to_le_bytes());
