@@ -28,6 +28,7 @@ pub mod crypto;
 pub mod ntstatus;
 pub mod os;
 pub mod proto;
+pub mod uapi;
 
 // The driver binary on Windows: allocator and panic handler come from the WDK
 // crates. Without them (the Linux type-check of the Windows target) a
