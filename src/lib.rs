@@ -24,6 +24,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod crypto;
+pub mod netcx;
 pub mod ntstatus;
 pub mod os;
 pub mod proto;
