@@ -200,7 +200,7 @@ mod tests {
 
     #[test]
     fn rx_payload_points_at_the_payload_itself() {
-        let mut f = NetFragment::from_bits(u64::MAX & !BOUNCED_MASK);
+        let mut f = NetFragment::from_bits(!BOUNCED_MASK);
         f.set_rx_payload(1400).unwrap();
         assert_eq!((f.valid_length(), f.capacity(), f.offset()), (1400, 1400, 0));
         // The driver's scratch bit is left alone.

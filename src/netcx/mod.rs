@@ -8,11 +8,11 @@
 //! `[BeginIndex, EndIndex)`, indices only move forward, and WSK indication
 //! memory is read only until the list is released.
 
-// pub mod extension;
+pub mod extension;
 pub mod fragment;
-// pub mod mdl;
+pub mod mdl;
 pub mod packet;
-// pub mod ring;
+pub mod ring;
 // pub mod wsk;
 
 // wdk-abi-facts.md describes x64 (pointers, SIZE_T and handles are 8 bytes);
