@@ -107,13 +107,15 @@ mod tests {
     use core::ptr;
 
     fn mdl_over(buf: &mut [u8], flags: u16) -> Mdl {
+        // One pointer for both fields: a second as_mut_ptr would invalidate the first.
+        let va = buf.as_mut_ptr().cast();
         Mdl {
             next: ptr::null_mut(),
             size: 48,
             mdl_flags: flags,
             process: ptr::null_mut(),
-            mapped_system_va: buf.as_mut_ptr().cast(),
-            start_va: buf.as_mut_ptr().cast(),
+            mapped_system_va: va,
+            start_va: va,
             byte_count: buf.len() as u32,
             byte_offset: 0,
         }

@@ -13,7 +13,7 @@ pub mod fragment;
 pub mod mdl;
 pub mod packet;
 pub mod ring;
-// pub mod wsk;
+pub mod wsk;
 
 // wdk-abi-facts.md describes x64 (pointers, SIZE_T and handles are 8 bytes);
 // every mirror below assumes it.
