@@ -4,3 +4,4 @@
 //! reached only through [`crate::os`].
 
 pub mod iroute;
+pub mod peers;
