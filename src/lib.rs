@@ -25,6 +25,7 @@ extern crate std;
 
 pub mod control;
 pub mod crypto;
+pub mod datapath;
 pub mod netcx;
 pub mod ntstatus;
 pub mod os;

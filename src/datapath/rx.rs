@@ -1,0 +1,901 @@
+//! Receive: zero-copy where the budget allows, a bounded copy otherwise.
+//!
+//! `docs/datapath.md` ("RX ownership") is the contract:
+//! 1. [`receive_indication`] walks a WSK indication list under one *walk
+//!    reference* on an *indication record* (the retained-indication budget).
+//!    A data packet of a known peer is decrypted in place, inside the
+//!    indication's own buffer, and put into an *RX slot* queued for Advance;
+//!    each queued slot holds one more reference on the record. Control
+//!    packets are copied to the control plane and hold nothing.
+//! 2. [`RxQueue`]'s Advance indicates queued slots: one NET_PACKET and one
+//!    NET_FRAGMENT each, the fragment pointing at the plaintext.
+//! 3. [`return_buffer`] (EvtAdapterReturnRxBuffer) frees the slot and drops
+//!    its reference; the last reference releases the list with
+//!    `Transport::release`.
+//! 4. Cancel marks the rings' remaining packets Ignore and frees slots never
+//!    indicated, which releases lists as their references run out.
+//!
+//! Datagrams spanning several MDLs, data past the retention budget and TCP
+//! stream frames are copied into a pooled buffer ([`RX_COPY_BUFFERS`]) and
+//! decrypted there; the slot then owns the buffer instead of a reference.
+
+use alloc::boxed::Box;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::ops::Range;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use super::pools::{BufferPool, IndexDeque, IndexPool};
+use super::socket::{Link, same_endpoint};
+use super::stats::{DropReason, add, bump};
+use super::{
+    KeyOf, Peers, RX_BUFFER_SIZE, RX_COPY_BUFFERS, RX_INDICATION_BATCH_MAX, RX_MDL_CHAIN_MAX, RX_PENDING_MAX,
+    RX_RETAINED_LISTS_MAX, RX_SLOTS_MAX, Shared, ip,
+};
+use crate::control::peers::Peer;
+use crate::netcx::extension::{
+    Extension, NetFragmentReturnContext, NetFragmentVirtualAddress, NetPacketChecksum, checksum,
+};
+use crate::netcx::mdl::Mdl;
+use crate::netcx::ring::{NetRingCollection, QueueRings, advance_index};
+use crate::netcx::wsk::{Datagram, IndicationError, WskDatagramIndication, datagrams};
+use crate::ntstatus::NtStatus;
+use crate::os::sync::SpinLock;
+use crate::os::time::Instant;
+use crate::os::{Os, PacketQueue, QueueExtensions, Transport};
+use crate::proto::keepalive::is_keepalive;
+use crate::proto::mss::{MssLimit, clamp_mss};
+use crate::proto::opcode::{PacketKind, classify};
+
+/// The head of a retained indication list.
+#[derive(Clone, Copy, Debug)]
+struct ListPtr(NonNull<WskDatagramIndication>);
+
+// SAFETY: the pointer is only carried from the receive callback to the one
+// `Transport::release` of its list ("every retained indication is released
+// exactly once"); it is never dereferenced by the data path after the walk.
+unsafe impl Send for ListPtr {}
+
+/// What a record holds while its list is retained.
+struct Held<O: Os, P: Peers<KeyOf<O>>> {
+    list: ListPtr,
+    /// The socket that delivered the list and must release it.
+    link: Arc<Link<O, P>>,
+}
+
+/// An indication record: one retained list and the references on it (the
+/// walk's own, plus one per queued or indicated slot).
+struct Record<O: Os, P: Peers<KeyOf<O>>> {
+    refs: AtomicU32,
+    held: SpinLock<Option<Held<O, P>>>,
+}
+
+/// Where an RX slot's plaintext is.
+#[derive(Clone, Copy, Debug)]
+struct Payload(NonNull<u8>);
+
+// SAFETY: the address points into bytes the slot owns (a retained indication
+// or a taken pool buffer); it is only written into a NET_FRAGMENT for the OS
+// to read, never dereferenced by another thread of the data path.
+unsafe impl Send for Payload {}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SlotState {
+    Free,
+    /// Filled, waiting in the pending queue for Advance.
+    Queued,
+    /// In the rings; the OS returns it through EvtAdapterReturnRxBuffer.
+    Indicated,
+}
+
+/// What keeps an RX slot's bytes alive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Owner {
+    /// A reference on record `.0`: the bytes are inside its indication.
+    Retained(u16),
+    /// Copy buffer `.0` of the pool.
+    Copied(u16),
+}
+
+#[derive(Debug)]
+struct RxSlot {
+    state: SlotState,
+    owner: Option<Owner>,
+    payload: Option<Payload>,
+    len: u32,
+}
+
+struct Pending {
+    queue: IndexDeque,
+    /// An RX queue is started and not cancelled.
+    accepting: bool,
+}
+
+/// RX tables, allocated once with the adapter.
+pub(crate) struct RxState<O: Os, P: Peers<KeyOf<O>>> {
+    records: Box<[Record<O, P>]>,
+    record_pool: IndexPool,
+    slots: Box<[SpinLock<RxSlot>]>,
+    slot_pool: IndexPool,
+    buffers: BufferPool<RX_BUFFER_SIZE>,
+    pending: SpinLock<Pending>,
+    /// Advance asked to be notified (one-shot, datapath facts).
+    armed: AtomicBool,
+}
+
+impl<O: Os, P: Peers<KeyOf<O>>> RxState<O, P> {
+    pub fn new() -> Self {
+        let records = (0..RX_RETAINED_LISTS_MAX)
+            .map(|_| Record { refs: AtomicU32::new(0), held: SpinLock::new(None) })
+            .collect::<Vec<_>>()
+            .into_boxed_slice();
+        let slots = (0..RX_SLOTS_MAX)
+            .map(|_| SpinLock::new(RxSlot { state: SlotState::Free, owner: None, payload: None, len: 0 }))
+            .collect::<Vec<_>>()
+            .into_boxed_slice();
+        Self {
+            records,
+            record_pool: IndexPool::full(RX_RETAINED_LISTS_MAX),
+            slots,
+            slot_pool: IndexPool::full(RX_SLOTS_MAX),
+            buffers: BufferPool::new(RX_COPY_BUFFERS),
+            pending: SpinLock::new(Pending { queue: IndexDeque::with_capacity(RX_PENDING_MAX), accepting: false }),
+            armed: AtomicBool::new(false),
+        }
+    }
+
+    pub fn records_free(&self) -> usize {
+        self.record_pool.available()
+    }
+
+    pub fn slots_free(&self) -> usize {
+        self.slot_pool.available()
+    }
+
+    pub fn buffers_free(&self) -> usize {
+        self.buffers.available()
+    }
+
+    pub fn pending_len(&self) -> usize {
+        self.pending.lock().queue.len()
+    }
+
+    fn set_accepting(&self, accepting: bool) {
+        self.pending.lock().accepting = accepting;
+    }
+
+    /// Notifies the RX queue if it armed notification (one-shot).
+    fn kick(&self, os: &O) {
+        if self.armed.swap(false, Ordering::SeqCst) {
+            os.notify_rx();
+        }
+    }
+
+    fn arm(&self, enabled: bool, os: &O) {
+        self.armed.store(enabled, Ordering::SeqCst);
+        // Packets queued while the flag was down would otherwise wait for
+        // the next datagram.
+        if enabled && self.pending_len() > 0 {
+            self.kick(os);
+        }
+    }
+
+    /// Takes a record for `list` with the walk's reference.
+    fn take_record(&self, link: &Link<O, P>, list: NonNull<WskDatagramIndication>) -> Option<u16> {
+        let me = link.me()?;
+        let index = self.record_pool.take()?;
+        let Some(record) = self.records.get(usize::from(index)) else {
+            self.record_pool.put(index);
+            return None;
+        };
+        if !link.begin_retain() {
+            self.record_pool.put(index);
+            return None;
+        }
+        *record.held.lock() = Some(Held { list: ListPtr(list), link: me });
+        record.refs.store(1, Ordering::Release);
+        Some(index)
+    }
+
+    /// Drops the walk's reference. `true` if datagrams still hold the list
+    /// (the callback returns STATUS_PENDING); `false` if none does, and the
+    /// record went back to the pool without a release (STATUS_SUCCESS: WSK
+    /// keeps the list).
+    fn end_walk(&self, index: u16) -> bool {
+        let Some(record) = self.records.get(usize::from(index)) else { return false };
+        if record.refs.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return true;
+        }
+        let held = record.held.lock().take();
+        if let Some(held) = held {
+            held.link.end_retain();
+        }
+        self.record_pool.put(index);
+        false
+    }
+
+    /// Drops a slot's reference; the last one releases the list.
+    fn drop_reference(&self, index: u16) {
+        let Some(record) = self.records.get(usize::from(index)) else { return };
+        if record.refs.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        let held = record.held.lock().take();
+        if let Some(Held { list, link }) = held {
+            if let Some(transport) = link.transport() {
+                // SAFETY: "every retained indication list is released exactly
+                // once": the walk's reference kept this count above zero until
+                // the walk ended, so reaching zero on a slot's reference means
+                // the callback returned (or returns) STATUS_PENDING for this
+                // list, and `held` was taken out under its lock, so no other
+                // path releases it. The data path touches nothing of the list
+                // afterwards: every slot pointing into it is free.
+                unsafe { transport.release(list.0) };
+            }
+            link.end_retain();
+        }
+        self.record_pool.put(index);
+    }
+
+    fn release_owner(&self, owner: Owner) {
+        match owner {
+            Owner::Retained(record) => self.drop_reference(record),
+            Owner::Copied(buffer) => {
+                self.buffers.put(buffer);
+            }
+        }
+    }
+
+    /// Frees a slot in any state but Free, releasing what it owned.
+    fn free_slot(&self, index: u16) {
+        let Some(slot) = self.slots.get(usize::from(index)) else { return };
+        let owner = {
+            let mut s = slot.lock();
+            if s.state == SlotState::Free {
+                return;
+            }
+            s.state = SlotState::Free;
+            s.payload = None;
+            s.owner.take()
+        };
+        if let Some(owner) = owner {
+            self.release_owner(owner);
+        }
+        self.slot_pool.put(index);
+    }
+
+    /// Puts a decrypted packet into slot `index` and queues it for Advance.
+    /// On failure the slot is freed (and with it `owner`).
+    fn queue(&self, index: u16, owner: Owner, payload: NonNull<u8>, len: u32) -> Result<(), DropReason> {
+        let Some(slot) = self.slots.get(usize::from(index)) else { return Err(DropReason::RxNoSlot) };
+        if let Owner::Retained(record) = owner {
+            // Before the slot is visible to anyone who could drop it.
+            if let Some(r) = self.records.get(usize::from(record)) {
+                r.refs.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+        {
+            let mut s = slot.lock();
+            s.state = SlotState::Queued;
+            s.owner = Some(owner);
+            s.payload = Some(Payload(payload));
+            s.len = len;
+        }
+        let queued = {
+            let mut p = self.pending.lock();
+            if !p.accepting {
+                Err(DropReason::RxQueueStopped)
+            } else if !p.queue.push_back(index) {
+                Err(DropReason::RxQueueFull)
+            } else {
+                Ok(())
+            }
+        };
+        if queued.is_err() {
+            self.free_slot(index);
+        }
+        queued
+    }
+
+    /// The copy buffer `index` as a slice of `len` bytes.
+    ///
+    /// # Safety
+    /// The caller took buffer `index` from the pool and has not given it
+    /// back, and makes no other reference to it meanwhile.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn buffer(&self, index: u16, len: usize) -> Option<&mut [u8]> {
+        if len > RX_BUFFER_SIZE {
+            return None;
+        }
+        let p = self.buffers.ptr(index)?;
+        // SAFETY: "the pool hands each buffer to one owner at a time": the
+        // caller owns it (contract above); `len` is within the buffer.
+        Some(unsafe { core::slice::from_raw_parts_mut(p.as_ptr(), len) })
+    }
+}
+
+/// One pass over an indication list.
+struct Walk {
+    list: NonNull<WskDatagramIndication>,
+    /// The record holding the walk's reference, once a data packet needed it.
+    record: Option<u16>,
+    /// No record can be had for this list: data goes the copy path.
+    no_record: bool,
+    /// Slots queued for Advance.
+    queued: usize,
+}
+
+impl Walk {
+    fn record<O: Os, P: Peers<KeyOf<O>>>(&mut self, link: &Link<O, P>) -> Option<u16> {
+        if self.record.is_none() && !self.no_record {
+            self.record = link.shared.rx.take_record(link, self.list);
+            self.no_record = self.record.is_none();
+        }
+        self.record
+    }
+}
+
+/// WskReceiveFromEvent: every datagram of `list`, then STATUS_PENDING iff
+/// one of them is still retained.
+///
+/// # Safety
+/// `list` is a list WSK delivered to this socket, valid until this returns
+/// or, if retained, until released.
+pub(crate) unsafe fn receive_indication<O: Os, P: Peers<KeyOf<O>>>(
+    link: &Link<O, P>,
+    list: NonNull<WskDatagramIndication>,
+) -> NtStatus {
+    let shared = &*link.shared;
+    let now = shared.os.now();
+    let mut walk = Walk { list, record: None, no_record: link.is_detached(), queued: 0 };
+    // SAFETY: WSK delivered the list and it stays valid for this call; the
+    // walk reference taken with the first retained datagram keeps it from
+    // being released before the walk ends ("nothing is read after
+    // WskRelease"), and nothing modifies its nodes.
+    let walker = unsafe { datagrams(list.as_ptr()) };
+    for (n, item) in walker.enumerate() {
+        if n == RX_INDICATION_BATCH_MAX {
+            shared.drop_packet(DropReason::RxBatchOverflow);
+            break;
+        }
+        match item {
+            Ok(datagram) => receive_datagram(link, &mut walk, &datagram, now),
+            Err(IndicationError::NullMdl) => shared.drop_packet(DropReason::RxNullMdl),
+            Err(IndicationError::TooManyDatagrams) => shared.drop_packet(DropReason::RxBatchOverflow),
+        }
+    }
+    let retained = walk.record.is_some_and(|r| shared.rx.end_walk(r));
+    if walk.queued > 0 {
+        shared.rx.kick(&shared.os);
+    }
+    if retained { NtStatus::PENDING } else { NtStatus::SUCCESS }
+}
+
+fn receive_datagram<O: Os, P: Peers<KeyOf<O>>>(link: &Link<O, P>, walk: &mut Walk, d: &Datagram, now: Instant) {
+    let shared = &*link.shared;
+    add(&shared.stats.transport_bytes_received, d.length);
+    let Some(from) = link.source_of(d.remote_address) else {
+        shared.drop_packet(DropReason::RxNoSource);
+        return;
+    };
+    // SAFETY: the MDL belongs to the indication WSK delivered, valid while
+    // the list is (the walk's contract above); it is only read.
+    let mdl = unsafe { d.mdl.as_ref() };
+    match mdl.mapped_range(d.offset, d.length) {
+        Some(at) => {
+            // SAFETY: [at, at + length) lies inside this MDL's system-mapped
+            // buffer (mapped_range). WSK lent the indication to this socket
+            // alone: the driver may read it, and write a unicast datagram
+            // in place, until the list is released, which cannot happen
+            // before the walk ends (walk reference). Datagrams of one list
+            // occupy disjoint bytes, so this is the only reference to them.
+            let bytes = unsafe { core::slice::from_raw_parts_mut(at, d.length) };
+            walk.queued += usize::from(receive_in_place(link, walk, bytes, from, now));
+        }
+        None => {
+            let (head, offset) = (d.mdl, d.offset);
+            let fill = |buf: &mut [u8]| {
+                // SAFETY: the chain belongs to the delivered indication, valid
+                // for the walk (as above), and is only read.
+                unsafe { copy_chain(head, offset, buf) }
+            };
+            walk.queued += usize::from(receive_copy(link, from, d.length, fill, now));
+        }
+    }
+}
+
+/// Copies `dst.len()` bytes starting `offset` bytes into the MDL chain at
+/// `head`, following at most [`RX_MDL_CHAIN_MAX`] MDLs.
+///
+/// # Safety
+/// `head` starts a chain of live MDLs whose mapped buffers may be read.
+unsafe fn copy_chain(head: NonNull<Mdl>, offset: u32, dst: &mut [u8]) -> Result<(), DropReason> {
+    let mut skip = offset as usize;
+    let mut written = 0usize;
+    let mut next = Some(head);
+    for _ in 0..RX_MDL_CHAIN_MAX {
+        if written == dst.len() {
+            return Ok(());
+        }
+        let Some(mdl) = next else { break };
+        // SAFETY: a live MDL of the chain (caller's contract).
+        let mdl = unsafe { mdl.as_ref() };
+        let count = mdl.byte_count as usize;
+        if skip >= count {
+            skip -= count;
+        } else {
+            let rest = dst.get_mut(written..).ok_or(DropReason::RxUnmapped)?;
+            let take = (count - skip).min(rest.len());
+            let src = mdl.mapped_range(skip as u32, take).ok_or(DropReason::RxUnmapped)?;
+            // SAFETY: `src` is `take` mapped bytes of this MDL's buffer
+            // (mapped_range), readable by the caller's contract, and `rest`
+            // is at least `take` bytes of the driver's own buffer; the two
+            // cannot overlap.
+            unsafe { core::ptr::copy_nonoverlapping(src, rest.as_mut_ptr(), take) };
+            written += take;
+            skip = 0;
+        }
+        next = NonNull::new(mdl.next);
+    }
+    if written == dst.len() { Ok(()) } else { Err(DropReason::RxUnmapped) }
+}
+
+fn deliver_control<O: Os, P: Peers<KeyOf<O>>>(shared: &Shared<O, P>, from: core::net::SocketAddr, bytes: &[u8]) {
+    shared.peers.control_packet(from, bytes);
+    bump(&shared.stats.received_control_packets);
+}
+
+fn drop_data<O: Os, P: Peers<KeyOf<O>>>(shared: &Shared<O, P>, reason: DropReason) {
+    shared.drop_packet(reason);
+    bump(&shared.stats.lost_in_data_packets);
+}
+
+/// A datagram whose bytes are one mapped range of the indication. Returns
+/// whether a slot was queued.
+fn receive_in_place<O: Os, P: Peers<KeyOf<O>>>(
+    link: &Link<O, P>,
+    walk: &mut Walk,
+    bytes: &mut [u8],
+    from: core::net::SocketAddr,
+    now: Instant,
+) -> bool {
+    let shared = &*link.shared;
+    let header = match classify(bytes) {
+        Ok(PacketKind::Control) => {
+            deliver_control(shared, from, bytes);
+            return false;
+        }
+        Ok(PacketKind::Data(header)) => header,
+        Err(_) => {
+            shared.drop_packet(DropReason::RxMalformed);
+            return false;
+        }
+    };
+    let Some(peer) = shared.peers.rx_peer(header.peer_id) else {
+        drop_data(shared, DropReason::RxUnknownPeer);
+        return false;
+    };
+    let Some(record) = walk.record(link) else {
+        // Past the retention budget (or the socket is closing): copy.
+        let len = bytes.len();
+        return receive_copy(
+            link,
+            from,
+            len,
+            |buf| {
+                buf.copy_from_slice(bytes);
+                Ok(())
+            },
+            now,
+        );
+    };
+    data_into_slot(shared, &peer, bytes, Owner::Retained(record), from, now)
+}
+
+/// The copy path: `len` bytes put into a pool buffer by `fill`, then
+/// classified and, for data, decrypted there. Returns whether a slot was
+/// queued.
+fn receive_copy<O: Os, P: Peers<KeyOf<O>>>(
+    link: &Link<O, P>,
+    from: core::net::SocketAddr,
+    len: usize,
+    fill: impl FnOnce(&mut [u8]) -> Result<(), DropReason>,
+    now: Instant,
+) -> bool {
+    let shared = &*link.shared;
+    let rx = &shared.rx;
+    if len > RX_BUFFER_SIZE {
+        shared.drop_packet(DropReason::RxTooLong);
+        return false;
+    }
+    let Some(index) = rx.buffers.take() else {
+        shared.drop_packet(DropReason::RxCopyPoolEmpty);
+        return false;
+    };
+    // SAFETY: buffer `index` was just taken from the pool; this is the only
+    // reference to it until it is given back or handed to a slot.
+    let Some(buf) = (unsafe { rx.buffer(index, len) }) else {
+        rx.buffers.put(index);
+        shared.drop_packet(DropReason::RxTooLong);
+        return false;
+    };
+    if let Err(reason) = fill(buf) {
+        rx.buffers.put(index);
+        shared.drop_packet(reason);
+        return false;
+    }
+    let header = match classify(buf) {
+        Ok(PacketKind::Control) => {
+            deliver_control(shared, from, buf);
+            rx.buffers.put(index);
+            return false;
+        }
+        Ok(PacketKind::Data(header)) => header,
+        Err(_) => {
+            rx.buffers.put(index);
+            shared.drop_packet(DropReason::RxMalformed);
+            return false;
+        }
+    };
+    let Some(peer) = shared.peers.rx_peer(header.peer_id) else {
+        rx.buffers.put(index);
+        drop_data(shared, DropReason::RxUnknownPeer);
+        return false;
+    };
+    add(&shared.stats.rx_copied_bytes, len);
+    data_into_slot(shared, &peer, buf, Owner::Copied(index), from, now)
+}
+
+/// Decrypts `datagram` in place for `peer` and queues its plaintext in an
+/// RX slot kept alive by `owner`. On any failure `owner` is given up (a
+/// copy buffer goes back; a record reference was not taken yet).
+fn data_into_slot<O: Os, P: Peers<KeyOf<O>>>(
+    shared: &Shared<O, P>,
+    peer: &Peer<KeyOf<O>>,
+    datagram: &mut [u8],
+    owner: Owner,
+    from: core::net::SocketAddr,
+    now: Instant,
+) -> bool {
+    let rx = &shared.rx;
+    let give_up = |reason: DropReason| {
+        if let Owner::Copied(buffer) = owner {
+            rx.buffers.put(buffer);
+        }
+        drop_data(shared, reason);
+        false
+    };
+    // The slot first: decrypting commits the packet id, so a packet that
+    // then found no slot would be lost for good.
+    let Some(slot) = rx.slot_pool.take() else {
+        return give_up(DropReason::RxNoSlot);
+    };
+    let plaintext = match open(shared, peer, datagram, from, now) {
+        Ok(Some(range)) => range,
+        Ok(None) => {
+            // A keepalive: consumed.
+            rx.slot_pool.put(slot);
+            if let Owner::Copied(buffer) = owner {
+                rx.buffers.put(buffer);
+            }
+            return false;
+        }
+        Err(reason) => {
+            rx.slot_pool.put(slot);
+            return give_up(reason);
+        }
+    };
+    let Some(bytes) = datagram.get_mut(plaintext) else {
+        rx.slot_pool.put(slot);
+        return give_up(DropReason::RxDecrypt);
+    };
+    let len = bytes.len();
+    let (Some(payload), Ok(len32)) = (NonNull::new(bytes.as_mut_ptr()), u32::try_from(len)) else {
+        rx.slot_pool.put(slot);
+        return give_up(DropReason::RxTooLong);
+    };
+    match rx.queue(slot, owner, payload, len32) {
+        Ok(()) => {
+            add(&shared.stats.tun_bytes_received, len);
+            add(&peer.stats.vpn_rx_bytes, len);
+            true
+        }
+        Err(reason) => {
+            // queue() freed the slot and with it the owner.
+            drop_data(shared, reason);
+            false
+        }
+    }
+}
+
+/// Authenticates and decrypts, then applies what a received packet
+/// implies: activity, float, keepalive, MSS, source check. `Ok(None)` for a
+/// keepalive (consumed), else where the plaintext is.
+fn open<O: Os, P: Peers<KeyOf<O>>>(
+    shared: &Shared<O, P>,
+    peer: &Peer<KeyOf<O>>,
+    datagram: &mut [u8],
+    from: core::net::SocketAddr,
+    now: Instant,
+) -> Result<Option<Range<usize>>, DropReason> {
+    let crypto = shared.os.crypto();
+    let decrypted = peer.rx.lock().decrypt(crypto, datagram, now.as_secs()).map_err(DropReason::of_rx)?;
+    if let Some(epoch) = decrypted.follow_epoch {
+        // A failure leaves the sender on its epoch; the receiver already
+        // moved, which only costs the peer a later promotion of its own.
+        let _ = peer.tx.lock().follow_epoch(crypto, decrypted.key_id, epoch);
+    }
+    peer.mark_received(now);
+    add(&peer.stats.link_rx_bytes, datagram.len());
+    bump(&shared.stats.received_data_packets);
+    if !same_endpoint(&peer.endpoint().remote, &from) {
+        shared.peers.float(peer, from);
+    }
+    let plaintext = datagram.get_mut(decrypted.plaintext.clone()).ok_or(DropReason::RxDecrypt)?;
+    if is_keepalive(plaintext) {
+        return Ok(None);
+    }
+    if let Some(limit) = peer.mss().and_then(MssLimit::new) {
+        // Only a TCP SYN is edited; anything else is left as it is.
+        let _ = clamp_mss(plaintext, limit);
+    }
+    let addrs = ip::addresses(plaintext).ok_or(DropReason::RxNotIp)?;
+    if !shared.peers.source_allowed(peer, addrs.src) {
+        return Err(DropReason::RxSourceNotAllowed);
+    }
+    Ok(Some(decrypted.plaintext))
+}
+
+/// TCP: stream bytes through the connection's frame decoder, each
+/// complete packet into the copy path.
+pub(crate) fn receive_stream<O: Os, P: Peers<KeyOf<O>>>(link: &Link<O, P>, bytes: &[u8]) {
+    let shared = &*link.shared;
+    let (Some(decoder), Some(from)) = (link.tcp_rx.as_ref(), link.remote()) else {
+        shared.drop_packet(DropReason::RxNoSource);
+        return;
+    };
+    add(&shared.stats.transport_bytes_received, bytes.len());
+    let now = shared.os.now();
+    let mut queued = false;
+    let mut broken = false;
+    {
+        let mut decoder = decoder.lock();
+        let mut input = bytes;
+        // Each round consumes at least the 2-byte prefix of a frame or the
+        // rest of the input, so this ends within bytes.len() / 2 + 1 rounds.
+        for _ in 0..=bytes.len() / 2 + 1 {
+            match decoder.decode(&mut input) {
+                Ok(Some(frame)) => {
+                    let packet = frame.bytes();
+                    let fill = |buf: &mut [u8]| {
+                        buf.copy_from_slice(packet);
+                        Ok(())
+                    };
+                    queued |= receive_copy(link, from, packet.len(), fill, now);
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    broken = true;
+                    break;
+                }
+            }
+        }
+    }
+    if queued {
+        shared.rx.kick(&shared.os);
+    }
+    if broken {
+        // The framing is lost for good: the connection is useless.
+        shared.drop_packet(DropReason::RxStreamBroken);
+        shared.peers.disconnected(NtStatus::CONNECTION_ABORTED);
+    }
+}
+
+/// EvtAdapterReturnRxBuffer.
+pub(crate) fn return_buffer<O: Os, P: Peers<KeyOf<O>>>(shared: &Shared<O, P>, return_context: usize) {
+    let rx = &shared.rx;
+    let index = return_context.checked_sub(1).and_then(|i| u16::try_from(i).ok()).filter(|i| *i < RX_SLOTS_MAX);
+    let Some(index) = index else {
+        shared.drop_packet(DropReason::RxBadReturnContext);
+        return;
+    };
+    let owner = match rx.slots.get(usize::from(index)) {
+        Some(slot) => {
+            let mut s = slot.lock();
+            if s.state == SlotState::Indicated {
+                s.state = SlotState::Free;
+                s.payload = None;
+                s.owner.take()
+            } else {
+                None
+            }
+        }
+        None => None,
+    };
+    match owner {
+        Some(owner) => {
+            rx.release_owner(owner);
+            rx.slot_pool.put(index);
+        }
+        None => shared.drop_packet(DropReason::RxBadReturnContext),
+    }
+}
+
+/// The ring views and extensions of the RX queue.
+struct RxRings {
+    rings: QueueRings,
+    virtual_address: Extension<NetFragmentVirtualAddress>,
+    return_context: Extension<NetFragmentReturnContext>,
+    checksum: Option<Extension<NetPacketChecksum>>,
+}
+
+/// The RX queue (driver-managed buffers).
+pub struct RxQueue<O: Os, P: Peers<KeyOf<O>>> {
+    shared: Arc<Shared<O, P>>,
+    rings: SpinLock<RxRings>,
+    cancelled: AtomicBool,
+}
+
+impl<O: Os, P: Peers<KeyOf<O>>> RxQueue<O, P> {
+    /// # Safety
+    /// `rings` is the queue's ring collection and `extensions` were queried
+    /// on the same queue; both stay valid until the queue is destroyed,
+    /// which drops this value first.
+    pub(crate) unsafe fn new(
+        shared: Arc<Shared<O, P>>,
+        rings: NonNull<NetRingCollection>,
+        extensions: &QueueExtensions,
+    ) -> Result<Self, NtStatus> {
+        // SAFETY: the caller's contract: the OS's collection for this queue.
+        let rings = unsafe { QueueRings::from_collection(rings.as_ptr()) }.map_err(|_| NtStatus::INVALID_PARAMETER)?;
+        // SAFETY: each extension was queried on this queue (caller's
+        // contract) and its storage lives as long as the queue.
+        let virtual_address = unsafe { Extension::from_queried(&extensions.fragment_virtual_address) }
+            .map_err(|_| NtStatus::INVALID_PARAMETER)?;
+        let return_context = match &extensions.fragment_return_context {
+            // SAFETY: as above.
+            Some(e) => unsafe { Extension::from_queried(e) }.map_err(|_| NtStatus::INVALID_PARAMETER)?,
+            None => return Err(NtStatus::INVALID_PARAMETER),
+        };
+        // SAFETY: as above. A disabled checksum extension is simply absent.
+        let checksum = extensions.packet_checksum.as_ref().and_then(|e| unsafe { Extension::from_queried(e) }.ok());
+        Ok(Self {
+            shared,
+            rings: SpinLock::new(RxRings { rings, virtual_address, return_context, checksum }),
+            cancelled: AtomicBool::new(false),
+        })
+    }
+
+    /// Fills one packet and fragment for slot `index`. `false` if the slot
+    /// was not queued (nothing written).
+    fn indicate(&self, r: &mut RxRings, index: u16, packet: u32, fragment: u32) -> bool {
+        let rx = &self.shared.rx;
+        let Some(slot) = rx.slots.get(usize::from(index)) else { return false };
+        let (payload, len) = {
+            let mut s = slot.lock();
+            match (s.state, s.payload) {
+                (SlotState::Queued, Some(payload)) => {
+                    s.state = SlotState::Indicated;
+                    (payload, s.len)
+                }
+                _ => return false,
+            }
+        };
+        let written = (|| {
+            r.rings.fragments.get_mut(fragment).ok()?.set_rx_payload(len).ok()?;
+            r.rings.fragments.extension_mut(&r.virtual_address, fragment).ok()?.virtual_address =
+                payload.0.as_ptr().cast();
+            // Handle = slot index + 1: never 0 (docs/datapath.md).
+            r.rings.fragments.extension_mut(&r.return_context, fragment).ok()?.handle =
+                core::ptr::without_provenance_mut(usize::from(index) + 1);
+            let p = r.rings.packets.get_mut(packet).ok()?;
+            p.fragment_index = fragment;
+            p.fragment_count = 1;
+            // RX checksum: the extension exists only if the adapter
+            // registered RX checksum offload. When it does, both layers are
+            // reported Valid: every byte of the plaintext was authenticated
+            // by the AEAD tag, so no transit corruption a checksum could
+            // catch is possible (ovpn-dco-win reports Valid the same way).
+            // NetAdapterCx applies L4 only to TCP/UDP layouts. Without the
+            // extension the stack verifies checksums itself.
+            if let Some(ext) = &r.checksum {
+                let c = r.rings.packets.extension_mut(ext, packet).ok()?;
+                c.set_layer3(checksum::RX_VALID).ok()?;
+                c.set_layer4(checksum::RX_VALID).ok()?;
+            }
+            Some(())
+        })();
+        if written.is_none() {
+            // Cannot happen with rings the OS checked; if it does, the
+            // elements stay unindicated and the slot goes back.
+            rx.free_slot(index);
+            self.shared.drop_packet(DropReason::RxNoSlot);
+            return false;
+        }
+        true
+    }
+
+    /// Cancel's ring work: every owned packet Ignore (otherwise untouched)
+    /// and returned, every owned fragment returned.
+    fn ignore_all(r: &mut RxRings) {
+        for index in r.rings.packets.owned() {
+            if let Ok(p) = r.rings.packets.get_mut(index) {
+                p.set_ignore(true);
+            }
+        }
+        let (packet_end, fragment_end) = (r.rings.packets.end(), r.rings.fragments.end());
+        let _ = r.rings.packets.set_begin(packet_end);
+        let _ = r.rings.fragments.set_begin(fragment_end);
+    }
+
+    /// Frees every slot still queued (their lists released as the last
+    /// reference goes).
+    fn drain_pending(&self) {
+        let rx = &self.shared.rx;
+        for _ in 0..RX_PENDING_MAX {
+            let next = rx.pending.lock().queue.pop_front();
+            match next {
+                Some(index) => {
+                    rx.free_slot(index);
+                    self.shared.drop_packet(DropReason::RxCancelled);
+                }
+                None => break,
+            }
+        }
+    }
+}
+
+impl<O: Os, P: Peers<KeyOf<O>>> PacketQueue for RxQueue<O, P> {
+    fn start(&self) {
+        self.cancelled.store(false, Ordering::SeqCst);
+        self.shared.rx.set_accepting(true);
+    }
+
+    fn advance(&self) {
+        let mut r = self.rings.lock();
+        if self.cancelled.load(Ordering::SeqCst) {
+            Self::ignore_all(&mut r);
+            return;
+        }
+        let room = r.rings.packets.owned().len().min(r.rings.fragments.owned().len());
+        let (packet_begin, fragment_begin) = (r.rings.packets.begin(), r.rings.fragments.begin());
+        let (packet_mask, fragment_mask) = (r.rings.packets.mask(), r.rings.fragments.mask());
+        let mut filled = 0u32;
+        // Each round indicates one slot or gives one back: bounded by the
+        // pending queue's length.
+        for _ in 0..RX_PENDING_MAX {
+            if filled == room {
+                break;
+            }
+            let Some(index) = self.shared.rx.pending.lock().queue.pop_front() else { break };
+            let packet = advance_index(packet_mask, packet_begin, filled);
+            let fragment = advance_index(fragment_mask, fragment_begin, filled);
+            if self.indicate(&mut r, index, packet, fragment) {
+                filled += 1;
+            }
+        }
+        if filled > 0 {
+            // Both rings move in the same Advance (datapath facts).
+            let _ = r.rings.fragments.set_begin(advance_index(fragment_mask, fragment_begin, filled));
+            let _ = r.rings.packets.set_begin(advance_index(packet_mask, packet_begin, filled));
+        }
+    }
+
+    fn set_notification_enabled(&self, enabled: bool) {
+        self.shared.rx.arm(enabled, &self.shared.os);
+    }
+
+    fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+        self.shared.rx.set_accepting(false);
+        self.drain_pending();
+        Self::ignore_all(&mut self.rings.lock());
+    }
+
+    fn stop(&self) {
+        self.shared.rx.set_accepting(false);
+        self.shared.rx.armed.store(false, Ordering::SeqCst);
+        self.drain_pending();
+    }
+}

@@ -1,0 +1,824 @@
+//! Send: one pass from the OS's packet memory to the wire.
+//!
+//! `docs/datapath.md` ("TX ownership") is the contract:
+//! 1. Advance posts packets from the packet ring's NextIndex: route by inner
+//!    destination, take a send slot (none: stop, the packets stay posted for
+//!    later: back-pressure), encrypt out of place from the fragment memory
+//!    (read only) into the slot, `Transport::send` with the packet's ring
+//!    index in the slot's record.
+//! 2. The completion sets the packet's Scratch bit (atomically: the driver
+//!    owns the element, the poll thread may be reading its neighbours),
+//!    frees the slot and notifies if armed.
+//! 3. Advance drains in ring order: packet BeginIndex over leading done
+//!    packets, fragment BeginIndex to the end of the last one's fragments.
+//!
+//! TCP: each datagram gets its 2-byte length in front, in the slot; sends go
+//! out one at a time in submission order, so the stream stays ordered even
+//! when a send completes partially and the rest is sent again.
+
+use alloc::boxed::Box;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::net::{Ipv4Addr, SocketAddr};
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
+
+use super::pools::{IndexDeque, IndexPool};
+use super::socket::{Link, LinkKind};
+use super::stats::{DropReason, add, bump};
+use super::{KeyOf, Peers, SEND_SLOTS_MAX, Shared, TX_MAX_FRAGMENTS, TX_PAYLOAD_BACKFILL, ip};
+use crate::control::peers::Peer;
+use crate::netcx::extension::{Extension, NetFragmentVirtualAddress};
+use crate::netcx::packet::NetPacket;
+use crate::netcx::ring::{NetRing, NetRingCollection, QueueRings, advance_index, element_at, increment_index};
+use crate::ntstatus::NtStatus;
+use crate::os::sync::SpinLock;
+use crate::os::{Os, PacketQueue, QueueExtensions, SEND_SLOT_SIZE, SendSlot, Transport};
+use crate::proto::keepalive::KEEPALIVE_PING;
+use crate::proto::mss::{MssLimit, clamp_mss};
+use crate::proto::tcp_frame::{LENGTH_PREFIX_LEN, length_prefix};
+
+/// Why a control packet or keepalive was not sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxError {
+    /// No socket is open.
+    NoTransport,
+    /// Every send slot is in flight.
+    NoSendSlot,
+    /// Empty, or longer than a send slot holds.
+    BadLength,
+    /// Keepalive: the peer has no primary key.
+    NoKey,
+    /// Keepalive: encryption failed (packet ids used up, backend error).
+    Encrypt,
+}
+
+impl TxError {
+    /// The status a WriteFile (control packet) completes with.
+    pub const fn status(self) -> NtStatus {
+        match self {
+            TxError::NoTransport | TxError::NoKey => NtStatus::INVALID_DEVICE_STATE,
+            TxError::NoSendSlot => NtStatus::INSUFFICIENT_RESOURCES,
+            TxError::BadLength => NtStatus::INVALID_BUFFER_SIZE,
+            TxError::Encrypt => NtStatus::UNSUCCESSFUL,
+        }
+    }
+}
+
+/// NET_PACKET's flag byte: offset 11, Ignore bit 0, Scratch bit 1
+/// (wdk-abi-facts.md §2.1; `netcx::packet` asserts the same layout).
+const PACKET_FLAGS_OFFSET: usize = 11;
+const PACKET_IGNORE: u8 = 0x01;
+const PACKET_SCRATCH: u8 = 0x02;
+const _: () = assert!(PACKET_FLAGS_OFFSET < size_of::<NetPacket>());
+
+/// Atomic access to the flag byte of the TX packet ring's elements.
+struct PacketFlags {
+    ring: NonNull<NetRing>,
+}
+
+// SAFETY: only the flag byte of elements the driver owns is reached, and only
+// atomically ("TX packet fields other than Scratch are never written"); the
+// ring lives until the queue is destroyed, which cannot happen while a send
+// of one of its packets is in flight (the packet is not drained before its
+// completion sets Scratch, and Stop waits for the rings to empty).
+unsafe impl Send for PacketFlags {}
+// SAFETY: as above; every access is an atomic operation.
+unsafe impl Sync for PacketFlags {}
+
+impl PacketFlags {
+    fn byte(&self, index: u32) -> &AtomicU8 {
+        // SAFETY: the ring's header is valid for the queue's life
+        // (RingView::from_raw checked it), so element_at computes an
+        // in-bounds element address; the flag byte is at offset 11 within
+        // the 12-byte element.
+        let at = unsafe { element_at(self.ring.as_ptr(), index).add(PACKET_FLAGS_OFFSET) };
+        // SAFETY: the byte is live ring memory (above) that the driver owns
+        // while the packet is in [BeginIndex, EndIndex); all concurrent
+        // accesses to it (completion vs. drain) are atomic.
+        unsafe { AtomicU8::from_ptr(at) }
+    }
+
+    /// Completion (or drop): the packet is done. Release: the completion's
+    /// work happens before the drain that sees the bit.
+    fn set_done(&self, index: u32) {
+        self.byte(index).fetch_or(PACKET_SCRATCH, Ordering::Release);
+    }
+
+    fn clear_done(&self, index: u32) {
+        self.byte(index).fetch_and(!PACKET_SCRATCH, Ordering::Relaxed);
+    }
+
+    fn is_done(&self, index: u32) -> bool {
+        self.byte(index).load(Ordering::Acquire) & (PACKET_SCRATCH | PACKET_IGNORE) != 0
+    }
+}
+
+/// TX notification, adapter-wide (one TX queue at a time).
+#[derive(Debug, Default)]
+pub(crate) struct TxNotify {
+    armed: AtomicBool,
+    /// A send completed (or a slot freed) since the last Advance started.
+    progress: AtomicBool,
+}
+
+impl TxNotify {
+    pub(crate) fn progressed<O: Os>(&self, os: &O) {
+        self.progress.store(true, Ordering::SeqCst);
+        if self.armed.swap(false, Ordering::SeqCst) {
+            os.notify_tx();
+        }
+    }
+
+    fn arm<O: Os>(&self, enabled: bool, os: &O) {
+        self.armed.store(enabled, Ordering::SeqCst);
+        if enabled && self.progress.load(Ordering::SeqCst) && self.armed.swap(false, Ordering::SeqCst) {
+            os.notify_tx();
+        }
+    }
+}
+
+/// What a send slot carries.
+#[derive(Clone)]
+pub(crate) enum SendUse {
+    Free,
+    /// A packet of the TX ring at `packet`.
+    Data {
+        queue: Arc<TxShared>,
+        packet: u32,
+    },
+    Control,
+    Keepalive,
+}
+
+struct SendEntry {
+    usage: SendUse,
+    /// Bytes still to send from the start of the slot.
+    len: usize,
+    remote: SocketAddr,
+}
+
+/// A socket's send slots: what each carries, and which are free.
+pub(crate) struct SendSlots {
+    entries: Box<[SpinLock<SendEntry>]>,
+    free: IndexPool,
+}
+
+impl SendSlots {
+    pub(crate) fn new(capacity: u16) -> Self {
+        let unspecified = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
+        let entries = (0..capacity)
+            .map(|_| SpinLock::new(SendEntry { usage: SendUse::Free, len: 0, remote: unspecified }))
+            .collect::<Vec<_>>()
+            .into_boxed_slice();
+        Self { entries, free: IndexPool::empty(capacity) }
+    }
+
+    /// The transport's slots `0..count` are free (socket attach).
+    pub(crate) fn fill(&self, count: u16) {
+        self.free.fill(count);
+    }
+
+    fn take(&self) -> Option<u16> {
+        self.free.take()
+    }
+
+    fn put(&self, slot: u16) {
+        self.free.put(slot);
+    }
+
+    pub(crate) fn available(&self) -> usize {
+        self.free.available()
+    }
+
+    fn set(&self, slot: u16, usage: SendUse, len: usize, remote: SocketAddr) {
+        if let Some(e) = self.entries.get(usize::from(slot)) {
+            *e.lock() = SendEntry { usage, len, remote };
+        }
+    }
+
+    fn pending(&self, slot: u16) -> Option<(usize, SocketAddr)> {
+        let e = self.entries.get(usize::from(slot))?.lock();
+        match e.usage {
+            SendUse::Free => None,
+            _ => Some((e.len, e.remote)),
+        }
+    }
+
+    fn set_len(&self, slot: u16, len: usize) {
+        if let Some(e) = self.entries.get(usize::from(slot)) {
+            e.lock().len = len;
+        }
+    }
+
+    /// Ends the slot's use: what it carried (None if it was free).
+    fn finish(&self, slot: u16) -> Option<SendUse> {
+        let mut e = self.entries.get(usize::from(slot))?.lock();
+        match core::mem::replace(&mut e.usage, SendUse::Free) {
+            SendUse::Free => None,
+            usage => Some(usage),
+        }
+    }
+}
+
+/// TCP: slots waiting to go into the stream, and whether one is on its way.
+pub(crate) struct TcpSendQueue {
+    fifo: IndexDeque,
+    in_flight: bool,
+    /// A thread is in [`pump`]; others only hand it work.
+    pumping: bool,
+}
+
+impl TcpSendQueue {
+    pub(crate) fn new(capacity: u16) -> Self {
+        Self { fifo: IndexDeque::with_capacity(capacity), in_flight: false, pumping: false }
+    }
+}
+
+fn prefix_len<O: Os, P: Peers<KeyOf<O>>>(link: &Link<O, P>) -> usize {
+    match link.kind() {
+        LinkKind::Udp => 0,
+        LinkKind::Tcp => LENGTH_PREFIX_LEN,
+    }
+}
+
+/// Hands a filled slot to the transport. Failures are reported like a
+/// failed completion, so every path ends in [`finish`].
+fn submit<O: Os, P: Peers<KeyOf<O>>>(
+    link: &Link<O, P>,
+    transport: &O::Transport,
+    slot: u16,
+    len: usize,
+    remote: SocketAddr,
+    usage: SendUse,
+) {
+    link.send.set(slot, usage, len, remote);
+    if !link.begin_send() {
+        // Detached meanwhile: never reaches the transport.
+        link.sends_in_flight.fetch_add(1, Ordering::SeqCst);
+        finish(link, slot, Err(DropReason::TxNoTransport));
+        return;
+    }
+    match (link.kind(), link.tcp_tx.as_ref()) {
+        (LinkKind::Tcp, Some(queue)) => {
+            let queued = queue.lock().fifo.push_back(slot);
+            if !queued {
+                finish(link, slot, Err(DropReason::TxSendRefused));
+                return;
+            }
+            pump(link);
+        }
+        _ => {
+            if transport.send(SendSlot(slot), len, remote).is_err() {
+                finish(link, slot, Err(DropReason::TxSendRefused));
+            }
+        }
+    }
+}
+
+/// Upper bound of one pump's rounds: each sends or fails one queued slot,
+/// and at most every slot twice over (a partial send puts one back).
+const PUMP_ROUNDS_MAX: usize = 2 * SEND_SLOTS_MAX as usize;
+
+/// TCP: sends the next queued slot if none is in flight. One thread pumps at
+/// a time; a completion arriving inside `send` (synchronously) only clears
+/// `in_flight`, and the pumping thread's loop picks up the next slot, so the
+/// stack never grows with the queue.
+fn pump<O: Os, P: Peers<KeyOf<O>>>(link: &Link<O, P>) {
+    let Some(queue) = link.tcp_tx.as_ref() else { return };
+    {
+        let mut q = queue.lock();
+        if q.pumping {
+            return;
+        }
+        q.pumping = true;
+    }
+    let transport = link.transport();
+    for _ in 0..PUMP_ROUNDS_MAX {
+        let slot = {
+            let mut q = queue.lock();
+            let next = if q.in_flight { None } else { q.fifo.pop_front() };
+            match next {
+                Some(slot) => {
+                    q.in_flight = true;
+                    slot
+                }
+                None => {
+                    q.pumping = false;
+                    return;
+                }
+            }
+        };
+        let sent = match (&transport, link.send.pending(slot)) {
+            (Some(t), Some((len, remote))) => t.send(SendSlot(slot), len, remote).is_ok(),
+            _ => false,
+        };
+        if !sent {
+            queue.lock().in_flight = false;
+            finish(link, slot, Err(DropReason::TxSendRefused));
+        }
+    }
+    queue.lock().pumping = false;
+}
+
+/// The transport's completion of slot `slot`.
+pub(crate) fn send_complete<O: Os, P: Peers<KeyOf<O>>>(
+    link: &Link<O, P>,
+    slot: SendSlot,
+    status: NtStatus,
+    bytes_sent: usize,
+) {
+    let slot = slot.0;
+    let Some((len, _)) = link.send.pending(slot) else {
+        // A completion for a slot that carries nothing: not ours to free.
+        return;
+    };
+    let Some(queue) = link.tcp_tx.as_ref().filter(|_| link.kind() == LinkKind::Tcp) else {
+        let outcome = if status.is_success() { Ok(bytes_sent) } else { Err(DropReason::TxSendFailed) };
+        finish(link, slot, outcome);
+        return;
+    };
+    if status.is_success() && bytes_sent > 0 && bytes_sent < len {
+        if let Some(transport) = link.transport() {
+            // SAFETY: the completion for `slot` arrived, so the slot is the
+            // data path's again (Transport::slot_buffer's contract) and
+            // nobody else touches it until it is sent again below.
+            let buf = unsafe { transport.slot_buffer(SendSlot(slot)).as_mut() };
+            buf.copy_within(bytes_sent..len, 0);
+            link.send.set_len(slot, len - bytes_sent);
+            add(&link.shared.stats.transport_bytes_sent, bytes_sent);
+            {
+                let mut q = queue.lock();
+                q.in_flight = false;
+                // The rest goes first: the stream stays in order.
+                q.fifo.push_front(slot);
+            }
+            pump(link);
+            return;
+        }
+    }
+    queue.lock().in_flight = false;
+    let outcome = if status.is_success() && bytes_sent >= len { Ok(bytes_sent) } else { Err(DropReason::TxSendFailed) };
+    finish(link, slot, outcome);
+    pump(link);
+}
+
+/// The end of a slot's send, successful or not: counters, the packet's
+/// Scratch bit, the slot back to the free list, notification.
+fn finish<O: Os, P: Peers<KeyOf<O>>>(link: &Link<O, P>, slot: u16, outcome: Result<usize, DropReason>) {
+    let shared = &*link.shared;
+    let Some(usage) = link.send.finish(slot) else { return };
+    link.send.put(slot);
+    link.end_send();
+    let stats = &shared.stats;
+    match (&usage, outcome) {
+        (SendUse::Data { .. } | SendUse::Keepalive, Ok(bytes)) => {
+            bump(&stats.sent_data_packets);
+            add(&stats.transport_bytes_sent, bytes);
+        }
+        (SendUse::Control, Ok(bytes)) => {
+            bump(&stats.sent_control_packets);
+            add(&stats.transport_bytes_sent, bytes);
+        }
+        (SendUse::Data { .. } | SendUse::Keepalive, Err(reason)) => {
+            shared.drop_packet(reason);
+            bump(&stats.lost_out_data_packets);
+        }
+        (SendUse::Control, Err(reason)) => {
+            shared.drop_packet(reason);
+            bump(&stats.lost_out_control_packets);
+        }
+        (SendUse::Free, _) => {}
+    }
+    if let SendUse::Data { queue, packet } = usage {
+        queue.flags.set_done(packet);
+        queue.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+    shared.tx_notify.progressed(&*shared.os);
+}
+
+/// A packet's bytes: its fragments after the backfill, OS memory read only.
+struct Fragments<'a> {
+    parts: [&'a [u8]; TX_MAX_FRAGMENTS as usize],
+    count: usize,
+    total: usize,
+}
+
+impl<'a> Fragments<'a> {
+    fn single(bytes: &'a [u8]) -> Self {
+        let mut parts: [&[u8]; TX_MAX_FRAGMENTS as usize] = [&[]; TX_MAX_FRAGMENTS as usize];
+        parts[0] = bytes;
+        Self { parts, count: 1, total: bytes.len() }
+    }
+
+    fn parts(&self) -> &[&'a [u8]] {
+        self.parts.get(..self.count).unwrap_or(&[])
+    }
+
+    /// Copies the packet's first bytes into `out`; returns how many.
+    fn copy_prefix(&self, out: &mut [u8]) -> usize {
+        let mut at = 0;
+        for part in self.parts() {
+            let Some(rest) = out.get_mut(at..) else { break };
+            let n = rest.len().min(part.len());
+            rest[..n].copy_from_slice(&part[..n]);
+            at += n;
+            if at == out.len() {
+                break;
+            }
+        }
+        at
+    }
+}
+
+/// Encrypts the packet for `peer` into slot `slot`, after `prefix` bytes.
+/// Returns the bytes to send and whether the plaintext was gathered (copied)
+/// first.
+#[allow(clippy::too_many_arguments)]
+fn seal<O: Os, P: Peers<KeyOf<O>>>(
+    shared: &Shared<O, P>,
+    peer: &Peer<KeyOf<O>>,
+    transport: &O::Transport,
+    slot: u16,
+    prefix: usize,
+    packet: &Fragments<'_>,
+    clamp: Option<MssLimit>,
+) -> Result<(usize, bool), DropReason> {
+    // SAFETY: the slot was taken from this socket's free list and not passed
+    // to `send` since (Transport::slot_buffer's contract): only this thread
+    // touches its buffer.
+    let buf = unsafe { transport.slot_buffer(SendSlot(slot)).as_mut() };
+    let (prefix_room, out) = buf.split_at_mut(prefix.min(SEND_SLOT_SIZE));
+    let crypto = shared.os.crypto();
+    let mut tx = peer.tx.lock();
+    let layout = tx.layout().map_err(DropReason::of_tx)?;
+    let fits = packet.total.checked_add(layout.overhead()).is_some_and(|n| n <= out.len());
+    if !fits {
+        return Err(DropReason::TxOversize);
+    }
+    // A single fragment is encrypted straight out of OS memory. Several are
+    // gathered first; so is a SYN to clamp, which must never be edited in
+    // OS memory.
+    let gather = packet.count > 1 || clamp.is_some();
+    let len = if gather {
+        let head = layout.head_room();
+        let room = out.get_mut(head..head + packet.total).ok_or(DropReason::TxOversize)?;
+        packet.copy_prefix(room);
+        if let Some(limit) = clamp {
+            let _ = clamp_mss(room, limit);
+        }
+        tx.encrypt_in_place(crypto, peer.id(), out, packet.total)
+    } else {
+        let plaintext = packet.parts().first().copied().unwrap_or(&[]);
+        tx.encrypt_from(crypto, peer.id(), plaintext, out)
+    }
+    .map_err(DropReason::of_tx)?;
+    drop(tx);
+    if prefix > 0 {
+        let wire = length_prefix(len).map_err(|_| DropReason::TxOversize)?;
+        prefix_room.copy_from_slice(&wire);
+    }
+    Ok((prefix + len, gather))
+}
+
+/// WriteFile: a control packet to `to`.
+pub(crate) fn send_control<O: Os, P: Peers<KeyOf<O>>>(
+    shared: &Shared<O, P>,
+    to: SocketAddr,
+    bytes: &[u8],
+) -> Result<(), TxError> {
+    let lost = |reason: DropReason| {
+        shared.drop_packet(reason);
+        bump(&shared.stats.lost_out_control_packets);
+    };
+    let Some((link, transport)) = shared.current_link().and_then(|l| l.transport().map(|t| (l, t))) else {
+        lost(DropReason::TxNoTransport);
+        return Err(TxError::NoTransport);
+    };
+    let prefix = prefix_len(&link);
+    let len = prefix + bytes.len();
+    if bytes.is_empty() || len > SEND_SLOT_SIZE {
+        lost(DropReason::TxOversize);
+        return Err(TxError::BadLength);
+    }
+    let Some(slot) = link.send.take() else {
+        lost(DropReason::TxNoSendSlot);
+        return Err(TxError::NoSendSlot);
+    };
+    // SAFETY: the slot was just taken from the free list and not sent since
+    // (Transport::slot_buffer's contract).
+    let buf = unsafe { transport.slot_buffer(SendSlot(slot)).as_mut() };
+    if prefix > 0 {
+        match length_prefix(bytes.len()) {
+            Ok(wire) => buf[..prefix].copy_from_slice(&wire),
+            Err(_) => {
+                link.send.put(slot);
+                lost(DropReason::TxOversize);
+                return Err(TxError::BadLength);
+            }
+        }
+    }
+    buf[prefix..len].copy_from_slice(bytes);
+    submit(&link, &transport, slot, len, to, SendUse::Control);
+    Ok(())
+}
+
+/// The keepalive ping to `peer`.
+pub(crate) fn send_keepalive<O: Os, P: Peers<KeyOf<O>>>(
+    shared: &Shared<O, P>,
+    peer: &Peer<KeyOf<O>>,
+) -> Result<(), TxError> {
+    let lost = |reason: DropReason| {
+        shared.drop_packet(reason);
+        bump(&shared.stats.lost_out_data_packets);
+    };
+    let Some((link, transport)) = shared.current_link().and_then(|l| l.transport().map(|t| (l, t))) else {
+        lost(DropReason::TxNoTransport);
+        return Err(TxError::NoTransport);
+    };
+    let Some(slot) = link.send.take() else {
+        lost(DropReason::TxNoSendSlot);
+        return Err(TxError::NoSendSlot);
+    };
+    let ping = Fragments::single(&KEEPALIVE_PING);
+    let len = match seal(shared, peer, &transport, slot, prefix_len(&link), &ping, None) {
+        Ok((len, _)) => len,
+        Err(reason) => {
+            link.send.put(slot);
+            lost(reason);
+            return Err(if reason == DropReason::TxNoKey { TxError::NoKey } else { TxError::Encrypt });
+        }
+    };
+    peer.mark_sent(shared.os.now());
+    submit(&link, &transport, slot, len, peer.endpoint().remote, SendUse::Keepalive);
+    Ok(())
+}
+
+/// The ring views and extension of the TX queue.
+struct TxRings {
+    rings: QueueRings,
+    virtual_address: Extension<NetFragmentVirtualAddress>,
+}
+
+impl TxRings {
+    /// The packet's fragments after the backfill, or why it cannot be read.
+    fn fragments(&self, packet: &NetPacket) -> Result<Fragments<'_>, DropReason> {
+        let count = usize::from(packet.fragment_count);
+        if count == 0 || count > usize::from(TX_MAX_FRAGMENTS) {
+            return Err(DropReason::TxMalformed);
+        }
+        let mask = self.rings.fragments.mask();
+        let mut parts: [&[u8]; TX_MAX_FRAGMENTS as usize] = [&[]; TX_MAX_FRAGMENTS as usize];
+        let mut skip = TX_PAYLOAD_BACKFILL;
+        let mut total = 0usize;
+        for (k, part) in parts.iter_mut().enumerate().take(count) {
+            let index = advance_index(mask, packet.fragment_index, k as u32);
+            let fragment = self.rings.fragments.get(index).map_err(|_| DropReason::TxMalformed)?;
+            let va = self
+                .rings
+                .fragments
+                .extension(&self.virtual_address, index)
+                .map_err(|_| DropReason::TxMalformed)?
+                .virtual_address;
+            if va.is_null() {
+                return Err(DropReason::TxMalformed);
+            }
+            let start = va.cast::<u8>().wrapping_add(usize::from(fragment.offset()));
+            // SAFETY: TX fragment memory is the sender's buffer, valid and
+            // unchanged while the driver owns the packet (until BeginIndex
+            // passes it, which happens only after this send completed); the
+            // driver only reads it ("TX fragment and packet fields other than
+            // Scratch are never written", and the payload is never written
+            // either). The returned slices borrow `self`, i.e. the rings lock.
+            let bytes = unsafe { core::slice::from_raw_parts(start, fragment.valid_length() as usize) };
+            let cut = skip.min(bytes.len());
+            skip -= cut;
+            *part = &bytes[cut..];
+            total = total.checked_add(part.len()).ok_or(DropReason::TxOversize)?;
+        }
+        if skip > 0 {
+            return Err(DropReason::TxMalformed);
+        }
+        Ok(Fragments { parts, count, total })
+    }
+}
+
+/// TX queue state that send completions reach.
+pub(crate) struct TxShared {
+    flags: PacketFlags,
+    /// Packets of this queue handed to the transport and not completed.
+    in_flight: AtomicU32,
+}
+
+/// What became of one posted packet.
+enum Posted {
+    Sent,
+    Ignored,
+    Dropped(DropReason),
+    /// No send slot: stop posting, the packet stays for the next Advance.
+    Stalled,
+}
+
+/// The TX queue.
+pub struct TxQueue<O: Os, P: Peers<KeyOf<O>>> {
+    shared: Arc<Shared<O, P>>,
+    inner: Arc<TxShared>,
+    rings: SpinLock<TxRings>,
+    cancelled: AtomicBool,
+}
+
+impl<O: Os, P: Peers<KeyOf<O>>> TxQueue<O, P> {
+    /// # Safety
+    /// As for [`super::rx::RxQueue::new`].
+    pub(crate) unsafe fn new(
+        shared: Arc<Shared<O, P>>,
+        rings: NonNull<NetRingCollection>,
+        extensions: &QueueExtensions,
+    ) -> Result<Self, NtStatus> {
+        // SAFETY: the caller's contract: the OS's collection for this queue.
+        let rings = unsafe { QueueRings::from_collection(rings.as_ptr()) }.map_err(|_| NtStatus::INVALID_PARAMETER)?;
+        // SAFETY: queried on this queue; storage lives as long as the queue.
+        let virtual_address = unsafe { Extension::from_queried(&extensions.fragment_virtual_address) }
+            .map_err(|_| NtStatus::INVALID_PARAMETER)?;
+        let ring = NonNull::new(rings.packets.as_ptr()).ok_or(NtStatus::INVALID_PARAMETER)?;
+        Ok(Self {
+            shared,
+            inner: Arc::new(TxShared { flags: PacketFlags { ring }, in_flight: AtomicU32::new(0) }),
+            rings: SpinLock::new(TxRings { rings, virtual_address }),
+            cancelled: AtomicBool::new(false),
+        })
+    }
+
+    /// Sends handed to the transport and not yet completed.
+    pub fn in_flight(&self) -> u32 {
+        self.inner.in_flight.load(Ordering::Acquire)
+    }
+
+    fn post(
+        &self,
+        r: &mut TxRings,
+        index: u32,
+        link: Option<&Arc<Link<O, P>>>,
+        transport: Option<&Arc<O::Transport>>,
+    ) -> Posted {
+        let shared = &*self.shared;
+        let Ok(packet) = r.rings.packets.get(index).copied() else { return Posted::Stalled };
+        if packet.ignore() {
+            return Posted::Ignored;
+        }
+        if self.cancelled.load(Ordering::SeqCst) {
+            return Posted::Dropped(DropReason::TxCancelled);
+        }
+        // Scratch is the driver's "done" bit: clear whatever it held.
+        self.inner.flags.clear_done(index);
+        let packet_bytes = match r.fragments(&packet) {
+            Ok(f) => f,
+            Err(reason) => return Posted::Dropped(reason),
+        };
+        let mut head = [0u8; ip::HEADER_PEEK_LEN];
+        let head_len = packet_bytes.copy_prefix(&mut head);
+        let head = &head[..head_len];
+        let Some(peer) = ip::addresses(head).and_then(|a| shared.peers.tx_peer(a.dst)) else {
+            return Posted::Dropped(DropReason::TxUnroutable);
+        };
+        let (Some(link), Some(transport)) = (link, transport) else {
+            return Posted::Dropped(DropReason::TxNoTransport);
+        };
+        let Some(slot) = link.send.take() else { return Posted::Stalled };
+        let clamp = peer.mss().and_then(MssLimit::new).filter(|_| ip::is_tcp_syn(head));
+        let (len, copied) = match seal(shared, &peer, transport, slot, prefix_len(link), &packet_bytes, clamp) {
+            Ok(sealed) => sealed,
+            Err(reason) => {
+                link.send.put(slot);
+                return Posted::Dropped(reason);
+            }
+        };
+        let plaintext = packet_bytes.total;
+        add(&shared.stats.tun_bytes_sent, plaintext);
+        add(&peer.stats.vpn_tx_bytes, plaintext);
+        add(&peer.stats.link_tx_bytes, len);
+        if copied {
+            add(&shared.stats.tx_copied_bytes, plaintext);
+        }
+        peer.mark_sent(shared.os.now());
+        self.inner.in_flight.fetch_add(1, Ordering::AcqRel);
+        let usage = SendUse::Data { queue: self.inner.clone(), packet: index };
+        submit(link, transport, slot, len, peer.endpoint().remote, usage);
+        Posted::Sent
+    }
+
+    /// Returns leading done packets (and their fragments) to the OS.
+    fn drain(&self, r: &mut TxRings) {
+        let Ok(section) = r.rings.packets.drain_section() else { return };
+        let (packet_mask, fragment_mask) = (r.rings.packets.mask(), r.rings.fragments.mask());
+        let mut packet_begin = None;
+        let mut fragment_begin = None;
+        for index in section {
+            if !self.inner.flags.is_done(index) {
+                break;
+            }
+            // Scratch was seen with Acquire: the completion is done with the
+            // element, so a plain read races nothing.
+            let Ok(packet) = r.rings.packets.get(index).copied() else { break };
+            if packet.fragment_count > 0 {
+                fragment_begin =
+                    Some(advance_index(fragment_mask, packet.fragment_index, u32::from(packet.fragment_count)));
+            }
+            packet_begin = Some(increment_index(packet_mask, index));
+        }
+        if let Some(f) = fragment_begin {
+            let _ = r.rings.fragments.set_begin(f);
+        }
+        if let Some(p) = packet_begin {
+            let _ = r.rings.packets.set_begin(p);
+        }
+        if self.cancelled.load(Ordering::SeqCst) && r.rings.packets.owned().is_empty() && self.in_flight() == 0 {
+            // Everything is back: no fragment can belong to a packet any more.
+            let end = r.rings.fragments.end();
+            let _ = r.rings.fragments.set_begin(end);
+        }
+    }
+}
+
+impl<O: Os, P: Peers<KeyOf<O>>> PacketQueue for TxQueue<O, P> {
+    fn start(&self) {
+        self.cancelled.store(false, Ordering::SeqCst);
+    }
+
+    fn advance(&self) {
+        let shared = &*self.shared;
+        shared.tx_notify.progress.store(false, Ordering::SeqCst);
+        let link = shared.current_link();
+        let transport = link.as_ref().and_then(|l| l.transport());
+        let mut r = self.rings.lock();
+        let mask = r.rings.packets.mask();
+        if let Ok(post) = r.rings.packets.post_section() {
+            for index in post {
+                match self.post(&mut r, index, link.as_ref(), transport.as_ref()) {
+                    Posted::Sent | Posted::Ignored => {}
+                    Posted::Dropped(reason) => {
+                        shared.drop_packet(reason);
+                        bump(&shared.stats.lost_out_data_packets);
+                        self.inner.flags.set_done(index);
+                    }
+                    Posted::Stalled => break,
+                }
+                let _ = r.rings.packets.set_next(increment_index(mask, index));
+            }
+        }
+        self.drain(&mut r);
+    }
+
+    fn set_notification_enabled(&self, enabled: bool) {
+        self.shared.tx_notify.arm(enabled, &*self.shared.os);
+    }
+
+    fn cancel(&self) {
+        // Nothing new is sent; Advance returns what is unposted and drains
+        // the rest as the in-flight sends complete.
+        self.cancelled.store(true, Ordering::SeqCst);
+    }
+
+    fn stop(&self) {
+        self.shared.tx_notify.armed.store(false, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_flag_byte_is_where_netcx_puts_scratch_and_ignore() {
+        let mut p = NetPacket::default();
+        p.set_scratch(true);
+        // SAFETY: NetPacket is 12 bytes of repr(C) integers without padding.
+        let bytes: [u8; 12] = unsafe { core::mem::transmute(p) };
+        assert_eq!(bytes[PACKET_FLAGS_OFFSET], PACKET_SCRATCH);
+        let mut p = NetPacket::default();
+        p.set_ignore(true);
+        // SAFETY: as above.
+        let bytes: [u8; 12] = unsafe { core::mem::transmute(p) };
+        assert_eq!(bytes[PACKET_FLAGS_OFFSET], PACKET_IGNORE);
+    }
+
+    #[test]
+    fn errors_map_to_write_statuses() {
+        assert_eq!(TxError::NoSendSlot.status(), NtStatus::INSUFFICIENT_RESOURCES);
+        assert_eq!(TxError::BadLength.status(), NtStatus::INVALID_BUFFER_SIZE);
+    }
+
+    #[test]
+    fn fragments_copy_their_prefix_across_parts() {
+        let (a, b) = ([1u8, 2, 3], [4u8, 5]);
+        let mut f = Fragments::single(&a);
+        f.parts[1] = &b;
+        f.count = 2;
+        f.total = 5;
+        let mut out = [0u8; 4];
+        assert_eq!(f.copy_prefix(&mut out), 4);
+        assert_eq!(out, [1, 2, 3, 4]);
+        let mut out = [0u8; 8];
+        assert_eq!(f.copy_prefix(&mut out), 5);
+    }
+}
