@@ -192,6 +192,7 @@ impl<O: Os, P: Peers<KeyOf<O>>> Datapath<O, P> {
             rx_slots: usize::from(RX_SLOTS_MAX) - rx.slots_free(),
             rx_copy_buffers: usize::from(RX_COPY_BUFFERS) - rx.buffers_free(),
             rx_pending: rx.pending_len(),
+            sends_in_flight: self.shared.current_link().map_or(0, |l| l.sends_in_flight()),
         }
     }
 
@@ -272,6 +273,8 @@ pub struct Occupancy {
     pub rx_slots: usize,
     pub rx_copy_buffers: usize,
     pub rx_pending: usize,
+    /// Sends of the current socket not yet completed.
+    pub sends_in_flight: u32,
 }
 
 impl<O: Os, P: Peers<KeyOf<O>>> AdapterDatapath for Datapath<O, P> {
@@ -302,3 +305,6 @@ impl<O: Os, P: Peers<KeyOf<O>>> AdapterDatapath for Datapath<O, P> {
         rx::return_buffer(&self.shared, return_context);
     }
 }
+
+#[cfg(test)]
+mod tests;

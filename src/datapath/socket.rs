@@ -137,6 +137,10 @@ impl<O: Os, P: Peers<KeyOf<O>>> Link<O, P> {
         true
     }
 
+    pub(crate) fn sends_in_flight(&self) -> u32 {
+        self.sends_in_flight.load(Ordering::SeqCst)
+    }
+
     pub(crate) fn end_send(&self) {
         self.sends_in_flight.fetch_sub(1, Ordering::SeqCst);
     }

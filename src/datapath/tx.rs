@@ -187,10 +187,6 @@ impl SendSlots {
         self.free.put(slot);
     }
 
-    pub(crate) fn available(&self) -> usize {
-        self.free.available()
-    }
-
     fn set(&self, slot: u16, usage: SendUse, len: usize, remote: SocketAddr) {
         if let Some(e) = self.entries.get(usize::from(slot)) {
             *e.lock() = SendEntry { usage, len, remote };

@@ -1,0 +1,897 @@
+//! Unit scenarios of the data path over small fakes: an OS whose transport
+//! records sends and releases, rings with the real layout, hand-built WSK
+//! indication lists, and a one-peer control plane.
+
+use super::*;
+use crate::control::peers::Endpoint;
+use crate::crypto::Cipher;
+use crate::crypto::host::{HostCrypto, HostKey};
+use crate::crypto::slots::{DirectionKey, KeySlots, NewKey, SlotIndex, new_slot};
+use crate::netcx::extension::NetExtension;
+use crate::netcx::fragment::NetFragment;
+use crate::netcx::mdl::{Mdl, flags};
+use crate::netcx::packet::NetPacket;
+use crate::netcx::ring::{NetRing, element_at, tests::TestRing};
+use crate::netcx::wsk::{AF_INET, WskBuf, WskDatagramIndication};
+use crate::os::time::Instant;
+use crate::os::{PacketQueue, SendSlot, SocketEvents, Transport};
+use crate::proto::aead_frame::Layout;
+use crate::proto::keepalive::KEEPALIVE_PING;
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::boxed::Box;
+use std::sync::Mutex;
+use std::vec::Vec;
+
+// ---------------------------------------------------------------- fakes
+
+pub(super) struct TransportState {
+    slots: Box<[UnsafeCell<[u8; SEND_SLOT_SIZE]>]>,
+    pub sent: Mutex<Vec<(u16, Vec<u8>, SocketAddr)>>,
+    pub released: Mutex<Vec<usize>>,
+    pub refuse: AtomicBool,
+    pub closed: AtomicBool,
+}
+
+// SAFETY: slot buffers are only touched by whoever owns the slot (the data
+// path between take and send; the fake's `send` copies during the call).
+unsafe impl Sync for TransportState {}
+
+pub(super) struct FakeTransport(Arc<TransportState>);
+
+impl Transport for FakeTransport {
+    fn send_slots(&self) -> u16 {
+        self.0.slots.len() as u16
+    }
+
+    unsafe fn slot_buffer(&self, slot: SendSlot) -> NonNull<[u8; SEND_SLOT_SIZE]> {
+        NonNull::new(self.0.slots[usize::from(slot.0)].get()).unwrap()
+    }
+
+    fn send(&self, slot: SendSlot, len: usize, remote: SocketAddr) -> Result<(), NtStatus> {
+        if self.0.refuse.load(Ordering::SeqCst) {
+            return Err(NtStatus::INSUFFICIENT_RESOURCES);
+        }
+        // SAFETY: the caller handed the slot over; the fake reads it now.
+        let bytes = unsafe { &*self.0.slots[usize::from(slot.0)].get() }[..len].to_vec();
+        self.0.sent.lock().unwrap().push((slot.0, bytes, remote));
+        Ok(())
+    }
+
+    unsafe fn release(&self, list: NonNull<WskDatagramIndication>) {
+        self.0.released.lock().unwrap().push(list.as_ptr() as usize);
+    }
+
+    fn close(&self) {
+        self.0.closed.store(true, Ordering::SeqCst);
+    }
+}
+
+pub(super) struct FakeOs {
+    pub now: AtomicU64,
+    pub rx_notified: AtomicUsize,
+    pub tx_notified: AtomicUsize,
+    pub send_slots: u16,
+    pub transport: Mutex<Option<Arc<TransportState>>>,
+    pub events: Mutex<Option<Arc<dyn SocketEvents>>>,
+}
+
+static CRYPTO: HostCrypto = HostCrypto;
+
+impl FakeOs {
+    fn new(send_slots: u16) -> Arc<Self> {
+        Arc::new(Self {
+            now: AtomicU64::new(1_000),
+            rx_notified: AtomicUsize::new(0),
+            tx_notified: AtomicUsize::new(0),
+            send_slots,
+            transport: Mutex::new(None),
+            events: Mutex::new(None),
+        })
+    }
+
+    fn open(&self, events: Arc<dyn SocketEvents>) -> FakeTransport {
+        let state = Arc::new(TransportState {
+            slots: (0..self.send_slots).map(|_| UnsafeCell::new([0; SEND_SLOT_SIZE])).collect(),
+            sent: Mutex::new(Vec::new()),
+            released: Mutex::new(Vec::new()),
+            refuse: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+        });
+        *self.transport.lock().unwrap() = Some(state.clone());
+        *self.events.lock().unwrap() = Some(events);
+        FakeTransport(state)
+    }
+
+    pub fn state(&self) -> Arc<TransportState> {
+        self.transport.lock().unwrap().clone().unwrap()
+    }
+
+    pub fn events(&self) -> Arc<dyn SocketEvents> {
+        self.events.lock().unwrap().clone().unwrap()
+    }
+}
+
+impl Os for FakeOs {
+    type Crypto = HostCrypto;
+    type Transport = FakeTransport;
+
+    fn crypto(&self) -> &HostCrypto {
+        &CRYPTO
+    }
+
+    fn now(&self) -> Instant {
+        Instant::from_millis(self.now.load(Ordering::SeqCst))
+    }
+
+    fn notify_rx(&self) {
+        self.rx_notified.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn notify_tx(&self) {
+        self.tx_notified.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn open_udp(
+        &self,
+        _local: SocketAddr,
+        _remote: Option<SocketAddr>,
+        _ipv6_only: bool,
+        events: Arc<dyn SocketEvents>,
+    ) -> Result<FakeTransport, NtStatus> {
+        Ok(self.open(events))
+    }
+
+    fn open_tcp(
+        &self,
+        _local: SocketAddr,
+        _remote: SocketAddr,
+        events: Arc<dyn SocketEvents>,
+    ) -> Result<FakeTransport, NtStatus> {
+        Ok(self.open(events))
+    }
+}
+
+#[derive(Default)]
+pub(super) struct FakePeers {
+    pub peer: Mutex<Option<Arc<Peer<HostKey>>>>,
+    pub controls: Mutex<Vec<(SocketAddr, Vec<u8>)>>,
+    pub floats: Mutex<Vec<SocketAddr>>,
+    pub deny_sources: AtomicBool,
+    pub disconnects: Mutex<Vec<NtStatus>>,
+}
+
+impl Peers<HostKey> for FakePeers {
+    fn rx_peer(&self, peer_id: PeerId) -> Option<Arc<Peer<HostKey>>> {
+        self.peer.lock().unwrap().clone().filter(|p| p.id() == peer_id)
+    }
+
+    fn tx_peer(&self, _dst: IpAddr) -> Option<Arc<Peer<HostKey>>> {
+        self.peer.lock().unwrap().clone()
+    }
+
+    fn source_allowed(&self, _peer: &Peer<HostKey>, _inner_src: IpAddr) -> bool {
+        !self.deny_sources.load(Ordering::SeqCst)
+    }
+
+    fn control_packet(&self, from: SocketAddr, bytes: &[u8]) {
+        self.controls.lock().unwrap().push((from, bytes.to_vec()));
+    }
+
+    fn float(&self, _peer: &Peer<HostKey>, from: SocketAddr) {
+        self.floats.lock().unwrap().push(from);
+    }
+
+    fn connected(&self, _status: NtStatus) {}
+
+    fn disconnected(&self, status: NtStatus) {
+        self.disconnects.lock().unwrap().push(status);
+    }
+}
+
+// ---------------------------------------------------------------- setup
+
+pub(super) const PEER: u32 = 5;
+pub(super) fn remote() -> SocketAddr {
+    "192.0.2.1:1194".parse().unwrap()
+}
+
+/// Our peer (keys installed) and the far end's key slots.
+fn tunnel(layout: Layout) -> (Arc<Peer<HostKey>>, KeySlots<HostKey>) {
+    let (k_out, k_in) = ([0x11u8; 32], [0x22u8; 32]);
+    let ours = NewKey {
+        key_id: crate::proto::KeyId::new(1).unwrap(),
+        cipher: Cipher::AesGcm,
+        layout,
+        encrypt: DirectionKey { key: &k_out, key_len: 32, nonce_tail: [1; 8] },
+        decrypt: DirectionKey { key: &k_in, key_len: 32, nonce_tail: [2; 8] },
+    };
+    let theirs = NewKey { encrypt: ours.decrypt, decrypt: ours.encrypt, ..ours };
+    let ep = Endpoint { local: "0.0.0.0:0".parse().unwrap(), remote: remote() };
+    let peer = Arc::new(Peer::new(PeerId::new(PEER).unwrap(), ep, None, None, Instant::ZERO));
+    let slot = new_slot(&HostCrypto, &ours).unwrap();
+    peer.tx.lock().install(SlotIndex::Primary, slot.tx);
+    peer.rx.lock().install(SlotIndex::Primary, slot.rx);
+    let mut far = KeySlots::new();
+    far.install(&HostCrypto, SlotIndex::Primary, &theirs).unwrap();
+    (peer, far)
+}
+
+pub(super) struct Harness {
+    pub os: Arc<FakeOs>,
+    pub dp: Datapath<FakeOs, FakePeers>,
+    pub peer: Arc<Peer<HostKey>>,
+    pub far: KeySlots<HostKey>,
+}
+
+impl Harness {
+    pub fn new(send_slots: u16) -> Self {
+        Self::with(send_slots, Layout::Standard, false)
+    }
+
+    pub fn with(send_slots: u16, layout: Layout, tcp: bool) -> Self {
+        let os = FakeOs::new(send_slots);
+        let dp = Datapath::new(os.clone(), FakePeers::default());
+        let (peer, far) = tunnel(layout);
+        *dp.peers().peer.lock().unwrap() = Some(peer.clone());
+        if tcp {
+            dp.open_tcp("0.0.0.0:0".parse().unwrap(), remote()).unwrap();
+        } else {
+            dp.open_udp("0.0.0.0:0".parse().unwrap(), Some(remote()), false).unwrap();
+        }
+        Self { os, dp, peer, far }
+    }
+
+    /// A datagram the far end sends us.
+    pub fn seal(&mut self, plaintext: &[u8]) -> Vec<u8> {
+        let mut buf = std::vec![0u8; plaintext.len() + 64];
+        let n = self.far.tx.encrypt_from(&HostCrypto, PeerId::new(PEER).unwrap(), plaintext, &mut buf).unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    /// What the far end reads from a datagram we sent.
+    pub fn open(&mut self, datagram: &[u8]) -> Vec<u8> {
+        let mut d = datagram.to_vec();
+        let r = self.far.decrypt(&HostCrypto, &mut d, 1).unwrap();
+        d[r.plaintext].to_vec()
+    }
+}
+
+/// An IPv4 packet of `len` bytes (UDP, 10.8.0.2 → 10.8.0.1), body `seed`.
+pub(super) fn ipv4(len: usize, seed: u8) -> Vec<u8> {
+    let mut p: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed)).collect();
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+    p[6] = 0;
+    p[7] = 0;
+    p[9] = 17;
+    p[12..16].copy_from_slice(&[10, 8, 0, 2]);
+    p[16..20].copy_from_slice(&[10, 8, 0, 1]);
+    p
+}
+
+/// A queue's rings and extensions as NetAdapterCx would hand them out.
+pub(super) struct OsQueue {
+    pub packets: TestRing,
+    pub fragments: TestRing,
+    va: Box<[u64]>,
+    rc: Box<[u64]>,
+    collection: Box<NetRingCollection>,
+}
+
+pub(super) const RING: u32 = 8;
+
+impl OsQueue {
+    pub fn new() -> Self {
+        let packets = TestRing::new(16, RING);
+        let fragments = TestRing::new(8, RING);
+        let collection = Box::new(NetRingCollection::new(packets.ring(), fragments.ring()));
+        Self {
+            packets,
+            fragments,
+            va: std::vec![0u64; RING as usize].into_boxed_slice(),
+            rc: std::vec![0u64; RING as usize].into_boxed_slice(),
+            collection,
+        }
+    }
+
+    pub fn extensions(&mut self, rx: bool) -> QueueExtensions {
+        QueueExtensions {
+            fragment_virtual_address: NetExtension::new(self.va.as_mut_ptr().cast(), 8, true),
+            fragment_return_context: rx.then(|| NetExtension::new(self.rc.as_mut_ptr().cast(), 8, true)),
+            packet_checksum: None,
+        }
+    }
+
+    pub fn collection(&self) -> NonNull<NetRingCollection> {
+        NonNull::from(&*self.collection)
+    }
+
+    fn ring_index(ring: *mut NetRing, which: usize) -> u32 {
+        // SAFETY: the test ring is live; indices are atomics.
+        unsafe {
+            match which {
+                0 => (*ring).begin_index.load(Ordering::SeqCst),
+                _ => (*ring).end_index.load(Ordering::SeqCst),
+            }
+        }
+    }
+
+    pub fn packet_begin(&self) -> u32 {
+        Self::ring_index(self.packets.ring(), 0)
+    }
+
+    pub fn fragment_begin(&self) -> u32 {
+        Self::ring_index(self.fragments.ring(), 0)
+    }
+
+    pub fn packet(&self, index: u32) -> NetPacket {
+        // SAFETY: the OS side reads an element it got back (or inspects).
+        unsafe { element_at(self.packets.ring(), index).cast::<NetPacket>().read() }
+    }
+
+    pub fn fragment(&self, index: u32) -> NetFragment {
+        // SAFETY: as above.
+        unsafe { element_at(self.fragments.ring(), index).cast::<NetFragment>().read() }
+    }
+
+    pub fn fragment_bytes(&self, index: u32) -> Vec<u8> {
+        let f = self.fragment(index);
+        let va = self.va[(index & (RING - 1)) as usize] as *const u8;
+        // SAFETY: the driver pointed the fragment at `valid_length` live bytes.
+        unsafe { core::slice::from_raw_parts(va.add(f.offset() as usize), f.valid_length() as usize) }.to_vec()
+    }
+
+    pub fn return_context(&self, index: u32) -> usize {
+        self.rc[(index & (RING - 1)) as usize] as usize
+    }
+
+    /// TX: the OS posts a packet made of `parts` at packet `p`, fragments
+    /// from `f`; returns the next fragment index.
+    pub fn post(&mut self, p: u32, f: u32, parts: &[&[u8]]) -> u32 {
+        for (k, part) in parts.iter().enumerate() {
+            let fi = (f + k as u32) & (RING - 1);
+            let mut frag = NetFragment::default();
+            frag.set_valid_length(part.len() as u32).unwrap();
+            frag.set_capacity(part.len() as u32).unwrap();
+            // SAFETY: the OS side writes an element before handing it over.
+            unsafe { element_at(self.fragments.ring(), fi).cast::<NetFragment>().write(frag) };
+            self.va[fi as usize] = part.as_ptr() as u64;
+        }
+        let mut packet = NetPacket::default();
+        packet.fragment_index = f & (RING - 1);
+        packet.fragment_count = parts.len() as u16;
+        // SAFETY: as above.
+        unsafe { element_at(self.packets.ring(), p & (RING - 1)).cast::<NetPacket>().write(packet) };
+        (f + parts.len() as u32) & (RING - 1)
+    }
+}
+
+/// One datagram of an indication: its bytes split over MDLs.
+pub(super) struct Indication {
+    _bufs: Vec<Box<[u8]>>,
+    // Boxed: MDLs are linked by address while the vector still grows.
+    #[allow(clippy::vec_box)]
+    _mdls: Vec<Box<Mdl>>,
+    _addr: Box<[u8; 16]>,
+    nodes: Box<[WskDatagramIndication]>,
+}
+
+impl Indication {
+    /// Each datagram given as its MDL pieces; `offset` bytes of slack in
+    /// front of every first piece.
+    pub fn new(datagrams: &[Vec<Vec<u8>>], from: SocketAddr) -> Self {
+        let mut addr = Box::new([0u8; 16]);
+        let SocketAddr::V4(v4) = from else { panic!("IPv4 only") };
+        addr[..2].copy_from_slice(&AF_INET.to_le_bytes());
+        addr[2..4].copy_from_slice(&v4.port().to_be_bytes());
+        addr[4..8].copy_from_slice(&v4.ip().octets());
+        let addr_ptr = addr.as_mut_ptr().cast();
+        let mut bufs = Vec::new();
+        let mut mdls: Vec<Box<Mdl>> = Vec::new();
+        let mut nodes = Vec::new();
+        const SLACK: usize = 3;
+        for pieces in datagrams {
+            let mut first: *mut Mdl = core::ptr::null_mut();
+            let mut prev: *mut Mdl = core::ptr::null_mut();
+            let mut total = 0;
+            for (k, piece) in pieces.iter().enumerate() {
+                let slack = if k == 0 { SLACK } else { 0 };
+                let mut b = std::vec![0xEEu8; slack + piece.len()].into_boxed_slice();
+                b[slack..].copy_from_slice(piece);
+                total += piece.len();
+                let va = b.as_mut_ptr().cast();
+                let mut m = Box::new(Mdl {
+                    next: core::ptr::null_mut(),
+                    size: 48,
+                    mdl_flags: flags::SOURCE_IS_NONPAGED_POOL,
+                    process: core::ptr::null_mut(),
+                    mapped_system_va: va,
+                    start_va: va,
+                    byte_count: b.len() as u32,
+                    byte_offset: 0,
+                });
+                let mp: *mut Mdl = &mut *m;
+                if prev.is_null() {
+                    first = mp;
+                } else {
+                    // SAFETY: `prev` is a boxed MDL alive in `mdls`.
+                    unsafe { (*prev).next = mp };
+                }
+                prev = mp;
+                mdls.push(m);
+                bufs.push(b);
+            }
+            nodes.push(WskDatagramIndication {
+                next: core::ptr::null_mut(),
+                buffer: WskBuf { mdl: first, offset: SLACK as u32, length: total },
+                control_info: core::ptr::null(),
+                control_info_length: 0,
+                remote_address: addr_ptr,
+            });
+        }
+        let mut nodes = nodes.into_boxed_slice();
+        let base = nodes.as_mut_ptr();
+        for i in 1..nodes.len() {
+            // SAFETY: both nodes are in the boxed slice.
+            unsafe { (*base.add(i - 1)).next = base.add(i) };
+        }
+        Self { _bufs: bufs, _mdls: mdls, _addr: addr, nodes }
+    }
+
+    pub fn single(datagrams: &[Vec<u8>]) -> Self {
+        let d: Vec<Vec<Vec<u8>>> = datagrams.iter().map(|d| std::vec![d.clone()]).collect();
+        Self::new(&d, remote())
+    }
+
+    pub fn head(&mut self) -> NonNull<WskDatagramIndication> {
+        NonNull::new(self.nodes.as_mut_ptr()).unwrap()
+    }
+
+    /// Delivers the list to `events` (WskReceiveFromEvent).
+    pub fn deliver(&mut self, events: &Arc<dyn SocketEvents>) -> NtStatus {
+        let head = self.head();
+        // SAFETY: the list lives in `self`, which the test keeps until the
+        // datapath released it (or it returned SUCCESS).
+        unsafe { events.receive_from(head) }
+    }
+}
+
+fn rx_queue(h: &Harness, q: &mut OsQueue) -> rx::RxQueue<FakeOs, FakePeers> {
+    let ext = q.extensions(true);
+    // SAFETY: the OsQueue outlives the queue in every test.
+    let queue = unsafe { h.dp.create_rx_queue(q.collection(), ext) }.unwrap();
+    queue.start();
+    queue
+}
+
+fn tx_queue(h: &Harness, q: &mut OsQueue) -> tx::TxQueue<FakeOs, FakePeers> {
+    let ext = q.extensions(false);
+    // SAFETY: the OsQueue outlives the queue in every test.
+    let queue = unsafe { h.dp.create_tx_queue(q.collection(), ext) }.unwrap();
+    queue.start();
+    queue
+}
+
+// ---------------------------------------------------------------- RX
+
+#[test]
+fn received_data_is_decrypted_in_place_and_indicated_without_a_copy() {
+    let mut h = Harness::new(8);
+    let mut q = OsQueue::new();
+    let rxq = rx_queue(&h, &mut q);
+    let (a, b) = (ipv4(100, 1), ipv4(1400, 2));
+    let control = std::vec![0x38, 1, 2, 3, 4, 5];
+    let mut ind = Indication::single(&[h.seal(&a), control.clone(), h.seal(&b)]);
+    let events = h.os.events();
+    assert_eq!(ind.deliver(&events), NtStatus::PENDING);
+    assert_eq!(h.dp.peers().controls.lock().unwrap().as_slice(), &[(remote(), control)]);
+    assert_eq!(
+        h.dp.occupancy(),
+        Occupancy { retained_lists: 1, rx_slots: 2, rx_copy_buffers: 0, rx_pending: 2, sends_in_flight: 0 }
+    );
+
+    rxq.set_notification_enabled(true);
+    assert_eq!(h.os.rx_notified.load(Ordering::SeqCst), 1, "queued packets notify at once when armed");
+    q.packets.os_set_end(RING - 1);
+    q.fragments.os_set_end(RING - 1);
+    rxq.advance();
+    assert_eq!((q.packet_begin(), q.fragment_begin()), (2, 2));
+    for (i, want) in [a, b].iter().enumerate() {
+        let i = i as u32;
+        let p = q.packet(i);
+        assert_eq!((p.fragment_index, p.fragment_count, p.ignore()), (i, 1, false));
+        let f = q.fragment(i);
+        assert_eq!((f.offset(), f.capacity(), f.valid_length()), (0, want.len() as u32, want.len() as u32));
+        assert_eq!(&q.fragment_bytes(i), want);
+        assert_eq!(q.return_context(i), i as usize + 1);
+    }
+    let s = h.dp.stats();
+    assert_eq!(s.rx_copied_bytes.load(Ordering::SeqCst), 0);
+    assert_eq!(s.received_data_packets.load(Ordering::SeqCst), 2);
+    assert_eq!(s.tun_bytes_received.load(Ordering::SeqCst), 1500);
+
+    let state = h.os.state();
+    h.dp.return_rx_buffer(q.return_context(1));
+    assert!(state.released.lock().unwrap().is_empty(), "one datagram still up the stack");
+    h.dp.return_rx_buffer(q.return_context(0));
+    assert_eq!(state.released.lock().unwrap().as_slice(), &[ind.head().as_ptr() as usize]);
+    h.dp.return_rx_buffer(q.return_context(0));
+    assert_eq!(h.dp.drops().get(DropReason::RxBadReturnContext), 1, "a second return is refused");
+    assert_eq!(h.dp.occupancy(), Occupancy::default());
+}
+
+#[test]
+fn a_list_with_nothing_deliverable_stays_with_wsk() {
+    let mut h = Harness::new(8);
+    let mut q = OsQueue::new();
+    let _rxq = rx_queue(&h, &mut q);
+    let ping = h.seal(&KEEPALIVE_PING);
+    let mut forged = h.seal(&ipv4(60, 3));
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    let unknown_peer = {
+        let mut d = h.seal(&ipv4(60, 4));
+        d[3] = 0x77;
+        d
+    };
+    let mut ind = Indication::single(&[ping, forged, unknown_peer, std::vec![], std::vec![0x48, 0]]);
+    h.os.now.store(9_000, Ordering::SeqCst);
+    assert_eq!(ind.deliver(&h.os.events()), NtStatus::SUCCESS);
+    assert_eq!(h.peer.last_received(), Instant::from_millis(9_000), "the keepalive counts as activity");
+    let d = h.dp.drops();
+    assert_eq!(d.get(DropReason::RxAuthFailed), 1);
+    assert_eq!(d.get(DropReason::RxUnknownPeer), 1);
+    assert_eq!(d.get(DropReason::RxMalformed), 2);
+    assert_eq!(h.dp.occupancy(), Occupancy::default());
+    assert!(h.os.state().released.lock().unwrap().is_empty());
+}
+
+#[test]
+fn a_datagram_over_several_mdls_takes_the_counted_copy_path() {
+    let mut h = Harness::new(8);
+    let mut q = OsQueue::new();
+    let rxq = rx_queue(&h, &mut q);
+    let plain = ipv4(700, 9);
+    let d = h.seal(&plain);
+    let pieces = std::vec![d[..5].to_vec(), d[5..300].to_vec(), d[300..].to_vec()];
+    let mut ind = Indication::new(&[pieces], remote());
+    assert_eq!(ind.deliver(&h.os.events()), NtStatus::SUCCESS, "nothing of the list is kept");
+    assert_eq!(h.dp.stats().rx_copied_bytes.load(Ordering::SeqCst), d.len() as u64);
+    q.packets.os_set_end(4);
+    q.fragments.os_set_end(4);
+    rxq.advance();
+    assert_eq!(q.fragment_bytes(0), plain);
+    assert_eq!(h.dp.occupancy().rx_copy_buffers, 1);
+    h.dp.return_rx_buffer(q.return_context(0));
+    assert_eq!(h.dp.occupancy(), Occupancy::default());
+}
+
+#[test]
+fn past_the_retention_budget_data_is_copied() {
+    let mut h = Harness::new(8);
+    let mut q = OsQueue::new();
+    let _rxq = rx_queue(&h, &mut q);
+    let events = h.os.events();
+    let mut lists: Vec<Indication> = Vec::new();
+    for i in 0..=RX_RETAINED_LISTS_MAX {
+        let d = h.seal(&ipv4(40, i as u8));
+        let mut ind = Indication::single(&[d]);
+        let status = ind.deliver(&events);
+        let expect = if i < RX_RETAINED_LISTS_MAX { NtStatus::PENDING } else { NtStatus::SUCCESS };
+        assert_eq!(status, expect, "list {i}");
+        lists.push(ind);
+    }
+    let o = h.dp.occupancy();
+    assert_eq!((o.retained_lists, o.rx_copy_buffers, o.rx_pending), (64, 1, 65));
+}
+
+#[test]
+fn cancel_ignores_the_rings_and_releases_what_was_never_indicated() {
+    let mut h = Harness::new(8);
+    let mut q = OsQueue::new();
+    let rxq = rx_queue(&h, &mut q);
+    let mut ind = Indication::single(&[h.seal(&ipv4(64, 1)), h.seal(&ipv4(64, 2)), h.seal(&ipv4(64, 3))]);
+    assert_eq!(ind.deliver(&h.os.events()), NtStatus::PENDING);
+    q.packets.os_set_end(1);
+    q.fragments.os_set_end(1);
+    rxq.advance();
+    assert_eq!(q.packet_begin(), 1, "one indicated, two still queued");
+    q.packets.os_set_end(5);
+    q.fragments.os_set_end(5);
+    rxq.cancel();
+    assert_eq!((q.packet_begin(), q.fragment_begin()), (5, 5));
+    for i in 1..5 {
+        let p = q.packet(i);
+        assert!(p.ignore(), "packet {i} Ignore");
+        assert_eq!((p.fragment_index, p.fragment_count), (0, 0), "otherwise untouched");
+    }
+    let state = h.os.state();
+    assert!(state.released.lock().unwrap().is_empty(), "the indicated datagram still holds the list");
+    assert_eq!(h.dp.drops().get(DropReason::RxCancelled), 2);
+    h.dp.return_rx_buffer(q.return_context(0));
+    assert_eq!(state.released.lock().unwrap().len(), 1);
+    assert_eq!(h.dp.occupancy(), Occupancy::default());
+    // After cancel nothing is queued any more.
+    let mut late = Indication::single(&[h.seal(&ipv4(64, 4))]);
+    assert_eq!(late.deliver(&h.os.events()), NtStatus::SUCCESS);
+    assert_eq!(h.dp.drops().get(DropReason::RxQueueStopped), 1);
+}
+
+#[test]
+fn mss_is_clamped_in_received_syns_and_foreign_sources_are_refused() {
+    let mut h = Harness::new(8);
+    let mut q = OsQueue::new();
+    let rxq = rx_queue(&h, &mut q);
+    h.peer.set_mss(1300);
+    // IPv4 + TCP SYN with MSS 1460 (checksum 0 is fine for the clamp).
+    let mut syn = std::vec![0u8; 44];
+    syn[0] = 0x45;
+    syn[2..4].copy_from_slice(&44u16.to_be_bytes());
+    syn[9] = 6;
+    syn[12..16].copy_from_slice(&[10, 8, 0, 2]);
+    syn[32] = 6 << 4;
+    syn[33] = 0x02;
+    syn[40..44].copy_from_slice(&[2, 4, 0x05, 0xb4]);
+    let mut ind = Indication::single(&[h.seal(&syn)]);
+    ind.deliver(&h.os.events());
+    q.packets.os_set_end(2);
+    q.fragments.os_set_end(2);
+    rxq.advance();
+    let got = q.fragment_bytes(0);
+    assert_eq!(&got[42..44], &1300u16.to_be_bytes());
+    h.dp.return_rx_buffer(q.return_context(0));
+
+    h.dp.peers().deny_sources.store(true, Ordering::SeqCst);
+    let mut ind = Indication::single(&[h.seal(&ipv4(64, 1))]);
+    assert_eq!(ind.deliver(&h.os.events()), NtStatus::SUCCESS);
+    assert_eq!(h.dp.drops().get(DropReason::RxSourceNotAllowed), 1);
+}
+
+#[test]
+fn authenticated_data_from_a_new_address_asks_the_control_plane_to_float() {
+    let mut h = Harness::new(8);
+    let mut q = OsQueue::new();
+    let _rxq = rx_queue(&h, &mut q);
+    let elsewhere: SocketAddr = "198.51.100.9:4000".parse().unwrap();
+    let d = h.seal(&ipv4(64, 1));
+    let mut forged = d.clone();
+    forged[10] ^= 0xff;
+    let mut ind = Indication::new(&[std::vec![forged], std::vec![d]], elsewhere);
+    ind.deliver(&h.os.events());
+    assert_eq!(h.dp.peers().floats.lock().unwrap().as_slice(), &[elsewhere], "only the authentic one");
+}
+
+// ---------------------------------------------------------------- TX
+
+#[test]
+fn a_posted_packet_is_encrypted_out_of_place_and_drained_on_completion() {
+    let mut h = Harness::new(8);
+    let mut q = OsQueue::new();
+    let txq = tx_queue(&h, &mut q);
+    let packet = ipv4(1200, 5);
+    let before = packet.clone();
+    q.post(0, 0, &[&packet]);
+    q.packets.os_set_end(1);
+    q.fragments.os_set_end(1);
+    txq.advance();
+    let state = h.os.state();
+    let (slot, wire, to) = state.sent.lock().unwrap()[0].clone();
+    assert_eq!(to, remote());
+    assert_eq!(h.open(&wire), packet);
+    assert_eq!(packet, before, "OS memory is never written");
+    assert_eq!(q.packet_begin(), 0, "not drained before completion");
+    assert_eq!(h.dp.stats().tx_copied_bytes.load(Ordering::SeqCst), 0);
+
+    txq.set_notification_enabled(true);
+    h.os.events().send_complete(SendSlot(slot), NtStatus::SUCCESS, wire.len());
+    assert_eq!(h.os.tx_notified.load(Ordering::SeqCst), 1);
+    assert!(q.packet(0).scratch());
+    txq.advance();
+    assert_eq!((q.packet_begin(), q.fragment_begin()), (1, 1));
+    let s = h.dp.stats().snapshot();
+    assert_eq!((s.sent_data_packets, s.transport_bytes_sent, s.tun_bytes_sent), (1, wire.len() as i64, 1200));
+}
+
+#[test]
+fn without_send_slots_packets_wait_and_drain_in_ring_order() {
+    let mut h = Harness::new(2);
+    let mut q = OsQueue::new();
+    let txq = tx_queue(&h, &mut q);
+    let packets: Vec<Vec<u8>> = (0..4).map(|i| ipv4(200 + i, i as u8)).collect();
+    let mut f = 0;
+    for (i, p) in packets.iter().enumerate() {
+        f = q.post(i as u32, f, &[p]);
+    }
+    q.packets.os_set_end(4);
+    q.fragments.os_set_end(4);
+    txq.advance();
+    let state = h.os.state();
+    assert_eq!(state.sent.lock().unwrap().len(), 2, "back-pressure: two slots, two sends");
+    assert_eq!(h.dp.drops().total(), 0, "nothing dropped");
+    let events = h.os.events();
+    let sent: Vec<_> = state.sent.lock().unwrap().clone();
+    // The second completes first: nothing drains past the first.
+    events.send_complete(SendSlot(sent[1].0), NtStatus::SUCCESS, sent[1].1.len());
+    txq.advance();
+    assert_eq!(q.packet_begin(), 0);
+    assert_eq!(state.sent.lock().unwrap().len(), 3, "the freed slot carried packet 2");
+    events.send_complete(SendSlot(sent[0].0), NtStatus::SUCCESS, sent[0].1.len());
+    txq.advance();
+    assert_eq!(q.packet_begin(), 2);
+    let all: Vec<_> = state.sent.lock().unwrap().clone();
+    assert_eq!(all.len(), 4);
+    for (i, (_, wire, _)) in all.iter().enumerate() {
+        assert_eq!(h.open(wire), packets[i]);
+    }
+    for (slot, wire, _) in &all[2..] {
+        events.send_complete(SendSlot(*slot), NtStatus::SUCCESS, wire.len());
+    }
+    txq.advance();
+    assert_eq!((q.packet_begin(), q.fragment_begin()), (4, 4));
+}
+
+#[test]
+fn fragmented_packets_and_syns_to_clamp_are_gathered_into_the_slot() {
+    let mut h = Harness::new(8);
+    let mut q = OsQueue::new();
+    let txq = tx_queue(&h, &mut q);
+    let packet = ipv4(900, 4);
+    let f = q.post(0, 0, &[&packet[..10], &packet[10..500], &packet[500..]]);
+    h.peer.set_mss(1200);
+    let mut syn = std::vec![0u8; 44];
+    syn[0] = 0x45;
+    syn[2..4].copy_from_slice(&44u16.to_be_bytes());
+    syn[9] = 6;
+    syn[32] = 6 << 4;
+    syn[33] = 0x02;
+    syn[40..44].copy_from_slice(&[2, 4, 0x05, 0xb4]);
+    let syn_before = syn.clone();
+    q.post(1, f, &[&syn]);
+    q.packets.os_set_end(2);
+    q.fragments.os_set_end(4);
+    txq.advance();
+    let sent = h.os.state().sent.lock().unwrap().clone();
+    assert_eq!(h.open(&sent[0].1), packet);
+    let clamped = h.open(&sent[1].1);
+    assert_eq!(&clamped[42..44], &1200u16.to_be_bytes());
+    assert_eq!(syn, syn_before, "the SYN was clamped in the slot, not in OS memory");
+    assert_eq!(h.dp.stats().tx_copied_bytes.load(Ordering::SeqCst), 944);
+    for (slot, wire, _) in &sent {
+        h.os.events().send_complete(SendSlot(*slot), NtStatus::SUCCESS, wire.len());
+    }
+    txq.advance();
+    assert_eq!((q.packet_begin(), q.fragment_begin()), (2, 4));
+}
+
+#[test]
+fn unroutable_oversize_and_refused_packets_are_dropped_and_counted() {
+    let h = Harness::new(8);
+    let mut q = OsQueue::new();
+    let txq = tx_queue(&h, &mut q);
+    let not_ip = std::vec![0x2au8; 64];
+    let big = ipv4(2040, 1);
+    let ok = ipv4(64, 2);
+    let mut f = q.post(0, 0, &[&not_ip]);
+    f = q.post(1, f, &[&big]);
+    f = q.post(2, f, &[&ok]);
+    q.packets.os_set_end(3);
+    q.fragments.os_set_end(f);
+    h.os.state().refuse.store(true, Ordering::SeqCst);
+    txq.advance();
+    let d = h.dp.drops();
+    assert_eq!(
+        (d.get(DropReason::TxUnroutable), d.get(DropReason::TxOversize), d.get(DropReason::TxSendRefused)),
+        (1, 1, 1)
+    );
+    assert_eq!(h.dp.stats().snapshot().lost_out_data_packets, 3);
+    assert_eq!((q.packet_begin(), q.fragment_begin()), (3, 3), "all three returned at once");
+}
+
+#[test]
+fn cancel_returns_unposted_packets_and_waits_for_sends_in_flight() {
+    let h = Harness::new(1);
+    let mut q = OsQueue::new();
+    let txq = tx_queue(&h, &mut q);
+    let (a, b) = (ipv4(64, 1), ipv4(64, 2));
+    let f = q.post(0, 0, &[&a]);
+    q.post(1, f, &[&b]);
+    q.packets.os_set_end(2);
+    q.fragments.os_set_end(2);
+    txq.advance();
+    txq.cancel();
+    txq.advance();
+    assert_eq!(q.packet_begin(), 0, "packet 0 is still in flight");
+    let (slot, wire, _) = h.os.state().sent.lock().unwrap()[0].clone();
+    h.os.events().send_complete(SendSlot(slot), NtStatus::SUCCESS, wire.len());
+    txq.advance();
+    assert_eq!((q.packet_begin(), q.fragment_begin()), (2, 2));
+    assert_eq!(h.dp.drops().get(DropReason::TxCancelled), 1);
+    assert_eq!(h.os.state().sent.lock().unwrap().len(), 1, "nothing new was sent");
+}
+
+#[test]
+fn keepalive_and_control_packets_share_the_send_slots() {
+    let mut h = Harness::new(1);
+    h.dp.send_keepalive(&h.peer.clone()).unwrap();
+    assert_eq!(h.dp.send_control(remote(), &[0x38, 1, 2, 3]), Err(TxError::NoSendSlot));
+    let state = h.os.state();
+    let (slot, wire, to) = state.sent.lock().unwrap()[0].clone();
+    assert_eq!((h.open(&wire), to), (KEEPALIVE_PING.to_vec(), remote()));
+    h.os.events().send_complete(SendSlot(slot), NtStatus::SUCCESS, wire.len());
+    h.dp.send_control(remote(), &[0x38, 1, 2, 3]).unwrap();
+    assert_eq!(state.sent.lock().unwrap()[1].1, [0x38, 1, 2, 3]);
+    let s = h.dp.stats().snapshot();
+    assert_eq!((s.sent_data_packets, s.lost_out_control_packets), (1, 1));
+}
+
+#[test]
+fn close_waits_for_retained_lists_and_sends() {
+    let mut h = Harness::new(4);
+    let mut q = OsQueue::new();
+    let rxq = rx_queue(&h, &mut q);
+    let mut ind = Indication::single(&[h.seal(&ipv4(64, 1))]);
+    assert_eq!(ind.deliver(&h.os.events()), NtStatus::PENDING);
+    h.dp.send_control(remote(), &[0x38, 0, 0, 0]).unwrap();
+    q.packets.os_set_end(2);
+    q.fragments.os_set_end(2);
+    rxq.advance();
+    assert_eq!(h.dp.close_transport(), CloseProgress::Waiting { retained_lists: 1, sends_in_flight: 1 });
+    assert_eq!(h.dp.send_control(remote(), &[0x38, 0, 0, 0]), Err(TxError::NoTransport));
+    let state = h.os.state();
+    h.dp.return_rx_buffer(q.return_context(0));
+    assert_eq!(state.released.lock().unwrap().len(), 1);
+    assert!(!state.closed.load(Ordering::SeqCst));
+    let (slot, wire, _) = state.sent.lock().unwrap()[0].clone();
+    h.os.events().send_complete(SendSlot(slot), NtStatus::SUCCESS, wire.len());
+    assert_eq!(h.dp.close_transport(), CloseProgress::Closed);
+    assert!(state.closed.load(Ordering::SeqCst));
+}
+
+// ---------------------------------------------------------------- TCP
+
+#[test]
+fn tcp_frames_carry_a_length_and_partial_sends_resend_the_rest_in_order() {
+    let h = Harness::with(4, Layout::Standard, true);
+    h.dp.send_control(remote(), &[0x38, 9, 9, 9, 9]).unwrap();
+    h.dp.send_control(remote(), &[0x38, 7, 7]).unwrap();
+    let state = h.os.state();
+    let events = h.os.events();
+    assert_eq!(state.sent.lock().unwrap().len(), 1, "one send at a time keeps the stream ordered");
+    let (slot, first, _) = state.sent.lock().unwrap()[0].clone();
+    assert_eq!(first, [0, 5, 0x38, 9, 9, 9, 9]);
+    events.send_complete(SendSlot(slot), NtStatus::SUCCESS, 3);
+    let sent = state.sent.lock().unwrap().clone();
+    assert_eq!(sent[1].1, [9, 9, 9, 9], "the rest of the first frame before the second");
+    events.send_complete(SendSlot(sent[1].0), NtStatus::SUCCESS, 4);
+    let sent = state.sent.lock().unwrap().clone();
+    assert_eq!(sent[2].1, [0, 3, 0x38, 7, 7]);
+    events.send_complete(SendSlot(sent[2].0), NtStatus::SUCCESS, 5);
+    let s = h.dp.stats().snapshot();
+    assert_eq!((s.sent_control_packets, s.transport_bytes_sent), (2, 12));
+}
+
+#[test]
+fn tcp_stream_bytes_are_reframed_and_go_through_the_copy_path() {
+    let mut h = Harness::with(4, Layout::Epoch, true);
+    let mut q = OsQueue::new();
+    let rxq = rx_queue(&h, &mut q);
+    let (a, b) = (ipv4(300, 1), ipv4(80, 2));
+    let mut stream = Vec::new();
+    for d in [h.seal(&a), std::vec![0x38, 1, 2, 3], h.seal(&b)] {
+        stream.extend_from_slice(&(d.len() as u16).to_be_bytes());
+        stream.extend_from_slice(&d);
+    }
+    let events = h.os.events();
+    for chunk in stream.chunks(7) {
+        events.stream_received(chunk);
+    }
+    assert_eq!(h.dp.peers().controls.lock().unwrap().len(), 1);
+    q.packets.os_set_end(4);
+    q.fragments.os_set_end(4);
+    rxq.advance();
+    assert_eq!((q.fragment_bytes(0), q.fragment_bytes(1)), (a, b));
+    events.stream_received(&[0, 0]);
+    assert_eq!(h.dp.peers().disconnects.lock().unwrap().as_slice(), &[NtStatus::CONNECTION_ABORTED]);
+}
