@@ -45,7 +45,7 @@ pub use tx::TxError;
 pub type KeyOf<O> = <<O as Os>::Crypto as CryptoProvider>::Key;
 
 /// Datagrams handled from one WskReceiveFromEvent; the rest of the list is
-/// dropped (counted). WSK delivers tens per event; this bounds the time one
+/// dropped (counted once per list). WSK delivers tens per event; this bounds the time one
 /// DPC spends in the driver (docs/datapath.md, RX ownership 1).
 pub const RX_INDICATION_BATCH_MAX: usize = 1024;
 
@@ -263,6 +263,15 @@ impl<O: Os, P: Peers<KeyOf<O>>> Datapath<O, P> {
     /// The keepalive ping to `peer`, encrypted with its primary key.
     pub fn send_keepalive(&self, peer: &Peer<KeyOf<O>>) -> Result<(), TxError> {
         tx::send_keepalive(&self.shared, peer)
+    }
+}
+
+impl<O: Os, P: Peers<KeyOf<O>>> Drop for Datapath<O, P> {
+    /// The glue closes the socket before it drops the data path; if it did
+    /// not, the socket is detached here (and closed if nothing holds it),
+    /// which also breaks the data path ↔ socket reference cycle.
+    fn drop(&mut self) {
+        let _ = self.close_transport();
     }
 }
 

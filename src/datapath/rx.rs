@@ -183,6 +183,9 @@ impl<O: Os, P: Peers<KeyOf<O>>> RxState<O, P> {
 
     /// Takes a record for `list` with the walk's reference.
     fn take_record(&self, link: &Link<O, P>, list: NonNull<WskDatagramIndication>) -> Option<u16> {
+        // Only a socket with its transport attached can release a list
+        // later; before that (events racing the attach) data is copied.
+        link.transport()?;
         let me = link.me()?;
         let index = self.record_pool.take()?;
         let Some(record) = self.records.get(usize::from(index)) else {
