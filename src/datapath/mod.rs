@@ -271,7 +271,11 @@ impl<O: Os, P: Peers<KeyOf<O>>> Drop for Datapath<O, P> {
     /// not, the socket is detached here (and closed if nothing holds it),
     /// which also breaks the data path ↔ socket reference cycle.
     fn drop(&mut self) {
-        let _ = self.close_transport();
+        if self.close_transport() != CloseProgress::Closed {
+            // Still held by the OS: what holds it keeps the socket alive;
+            // the data path lets go of it.
+            self.shared.closing.lock().take();
+        }
     }
 }
 
