@@ -1,4 +1,10 @@
 //! The Windows kernel binding layer.
+//!
+//! `netadaptercx` and `wsk` are the project's own declarations, written from
+//! `wdk-abi-facts.md` and independent of the WDK crates, so they type-check
+//! for the Windows target on any host (`--no-default-features`).
+
+pub mod netadaptercx;
 
 #[cfg(not(feature = "wdk"))]
 mod pool;
