@@ -5,6 +5,7 @@
 //! for the Windows target on any host (`--no-default-features`).
 
 pub mod netadaptercx;
+pub mod wsk;
 
 #[cfg(not(feature = "wdk"))]
 mod pool;
