@@ -7,5 +7,10 @@
 pub mod netadaptercx;
 pub mod wsk;
 
+// Compares the declarations above with bindgen's output for the real
+// headers; needs the WDK, so only with the `wdk` feature.
+#[cfg(feature = "wdk")]
+mod abi_check;
+
 #[cfg(not(feature = "wdk"))]
 mod pool;
