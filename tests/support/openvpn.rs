@@ -189,7 +189,12 @@ impl OpenVpnProcess {
         let log = self.log();
         let all: Vec<&str> = log.lines().collect();
         let tail = all[all.len().saturating_sub(lines)..].join("\n");
-        format!("--- last {} lines of the openvpn {} log ({}) ---\n{tail}\n---", lines, self.role, self.log.display())
+        format!(
+            "--- last {} lines of the openvpn {} log ({}; OVPN_DCO_KEEP_WORK=1 keeps it) ---\n{tail}\n---",
+            lines,
+            self.role,
+            self.log.display()
+        )
     }
 
     /// The process id, while it runs.
