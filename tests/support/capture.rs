@@ -22,6 +22,10 @@ const CAPTURE_BUFFER_BYTES: libc::c_int = 32 << 20;
 /// up to 64 KiB on veth).
 const MAX_PACKET: usize = 65_536;
 
+/// Reads per drain at most: more than the buffer can hold, so a drain ends
+/// even while traffic keeps arriving.
+const MAX_DRAIN_READS: usize = 100_000;
+
 /// linux/if_ether.h.
 const ETH_P_IP: u16 = 0x0800;
 
@@ -104,7 +108,7 @@ impl Capture {
     /// Reads everything queued so far; returns all packets since the start.
     pub fn drain(&mut self) -> &[Packet] {
         let mut buf = vec![0u8; MAX_PACKET];
-        loop {
+        for _ in 0..MAX_DRAIN_READS {
             // SAFETY: as in `start`.
             let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
             let mut from_len = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
