@@ -19,6 +19,15 @@
 //! its image at completion, then poisoned and kept a while to catch late
 //! writes. The driver's own threads may write elements it owns at any time;
 //! they are never read then.
+//!
+//! # What index checks cannot see
+//! On a ring whose n − 1 elements the driver all owns (the RX packet ring is
+//! offered whole), every index lies in `[BeginIndex, EndIndex]`: a
+//! BeginIndex moved back by k is the same value as one moved forward by
+//! n − k, for any OS. The model then sees packets the driver never wrote
+//! and reports them (FragmentCount 0). On rings the driver owns part of
+//! (TX, the RX fragment ring under MDL-pool back-pressure) a backwards move
+//! is reported as such.
 
 use core::mem::offset_of;
 use core::ptr::NonNull;
@@ -1697,5 +1706,59 @@ impl<D: AdapterDatapath + 'static> Drop for HostNetAdapter<D> {
 impl<D: AdapterDatapath + 'static> core::fmt::Debug for HostNetAdapter<D> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("HostNetAdapter").field("running", &self.running.is_some()).finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_memory_has_the_real_layout_and_the_configured_strides() {
+        let g = RingGeometry::default();
+        let mem = QueueMemory::new(&g, true, true);
+        let packets = mem.packets.array.block();
+        let mut header = [0u8; 16];
+        packets.read(0, &mut header);
+        // wdk-abi-facts.md §1.1: ElementStride @2, NumberOfElements @4,
+        // ElementIndexMask @8, EndIndex @12.
+        assert_eq!(u16::from_le_bytes([header[2], header[3]]), g.packet_stride);
+        assert_eq!(u32::from_le_bytes([header[4], header[5], header[6], header[7]]), g.packets);
+        assert_eq!(u32::from_le_bytes([header[8], header[9], header[10], header[11]]), g.packets - 1);
+        // The collection names the packet ring first, then the fragment ring.
+        // SAFETY: the collection lives in `mem`.
+        let c = unsafe { mem.collection().as_ref() };
+        assert_eq!(c.packet_ring(), mem.packets.ring());
+        assert_eq!(c.fragment_ring(), mem.fragments.ring());
+        // Element i at 64 + i × stride, as NetRingGetElementAtIndex computes.
+        for i in [0u32, 1, 15] {
+            // SAFETY: the ring header is initialised and the index masked.
+            let at = unsafe { crate::netcx::ring::element_at(mem.packets.ring(), i) };
+            assert_eq!(at as usize - packets.as_ptr() as usize, 64 + i as usize * 20);
+        }
+        let ext = mem.extensions();
+        assert_eq!((ext.fragment_virtual_address.stride, ext.fragment_virtual_address.enabled), (16, 1));
+        assert_eq!(ext.fragment_return_context.as_ref().map(|e| e.stride), Some(24));
+        assert_eq!(ext.packet_checksum.as_ref().map(|e| e.stride), Some(5));
+        let tx = QueueMemory::new(&g, false, true).extensions();
+        assert!(tx.fragment_return_context.is_none() && tx.packet_checksum.is_none());
+    }
+
+    #[test]
+    fn rx_fragments_are_handed_over_poisoned() {
+        // ValidLength, Capacity, Offset all ones; Scratch and Bounced clear.
+        assert_eq!(poisoned_rx_fragment(), 0x3FFF_FFFF_FFFF_FFFF);
+        let f = NetFragment::from_bits(poisoned_rx_fragment());
+        assert_eq!((f.offset(), f.valid_length(), f.capacity()), (MAX_OFFSET, MAX_LENGTH, MAX_LENGTH));
+    }
+
+    #[test]
+    fn tx_payload_splits_into_near_equal_fragments() {
+        let data: Vec<u8> = (0..10).collect();
+        let parts = split(&data, 3);
+        assert_eq!(parts.iter().map(|p| p.len()).collect::<Vec<_>>(), [4, 3, 3]);
+        assert_eq!(parts.concat(), data);
+        assert_eq!(split(&data[..2], 5).len(), 2, "never an empty fragment");
+        assert_eq!(split(&[], 3), [&[] as &[u8]]);
     }
 }
