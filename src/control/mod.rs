@@ -5,6 +5,7 @@
 
 pub mod actions;
 pub mod ctl_queue;
+pub mod device;
 pub mod iroute;
 pub mod keepalive;
 pub mod notify;
