@@ -89,7 +89,7 @@ impl Actions {
     }
 
     /// The actions in the order they must run.
-    pub fn iter(&self) -> impl Iterator<Item = &Action> + '_ {
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &Action> + '_ {
         self.items.iter().take(self.len).flatten()
     }
 
