@@ -392,3 +392,244 @@ fn double_release_unretained_release_unknown_release_and_leak_are_reported() {
     a.close();
     v.assert_clean();
 }
+
+#[test]
+fn send_misuse_is_refused_and_reported() {
+    let (hub, v) = pump_hub(LoopbackConfig::default());
+    let p = provider(&hub, &v, WskConfig::default());
+    let ra = Recorder::new(Policy::Copy);
+    let a = p.open_datagram(addr("10.0.0.1:1"), None, false, ra.clone()).unwrap();
+    let to = addr("10.0.0.2:2");
+    let id = a.id();
+    send(&a, 0, b"first", to).unwrap();
+    // A second send on the busy slot is refused (no completion follows).
+    assert_eq!(a.send(SendSlot(0), 5, to), Err(NtStatus::INVALID_DEVICE_STATE));
+    assert_eq!(a.send(SendSlot(64), 5, to), Err(NtStatus::INVALID_PARAMETER));
+    assert_eq!(a.send(SendSlot(1), SEND_SLOT_SIZE + 1, to), Err(NtStatus::INVALID_PARAMETER));
+    // Asking for the busy slot's buffer, and writing it, before completion.
+    // SAFETY: deliberate misuse; the buffer memory stays valid.
+    let buf = unsafe { a.slot_buffer(SendSlot(0)) };
+    // SAFETY: as above (no other thread touches the slot in pump mode).
+    unsafe { (*buf.as_ptr())[0] = b'F' };
+    assert_eq!(
+        v.take_violations(),
+        [
+            Violation::SendOnBusySlot { socket: id, slot: 0 },
+            Violation::SlotOutOfRange { socket: id, slot: 64 },
+            Violation::SendTooLong { socket: id, slot: 1, len: SEND_SLOT_SIZE + 1 },
+            Violation::SlotBufferWhileInFlight { socket: id, slot: 0 },
+        ]
+    );
+    hub.pump();
+    assert_eq!(v.take_violations(), [Violation::SlotWrittenWhileInFlight { socket: id, slot: 0 }]);
+    ra.with(|s| assert_eq!(s.completions, [(0, NtStatus::SUCCESS, 5)], "exactly one completion"));
+    assert_eq!(hub.stats().unroutable, 1);
+    // Close with a send still in flight, then send after close.
+    send(&a, 1, b"late", to).unwrap();
+    a.close();
+    assert_eq!(v.take_violations(), [Violation::SendsInFlightAtClose { socket: id, in_flight: 1 }]);
+    assert_eq!(send(&a, 2, b"x", to), Err(NtStatus::INVALID_DEVICE_STATE));
+    assert_eq!(v.take_violations(), [Violation::SendAfterClose { socket: id, slot: 2 }]);
+}
+
+/// A threaded loopback pair whose sender completes in `mode`.
+fn completion_scenario(mode: CompletionMode, sends: u16) -> (Arc<Recorder>, Arc<Recorder>, Vec<Duration>) {
+    let hub = LoopbackHub::new(LoopbackConfig::default());
+    let v = WskVerifier::new();
+    let config = WskConfig { send: SendConfig { completion: mode, ..Default::default() }, ..Default::default() };
+    let p = provider(&hub, &v, config);
+    let (ra, rb) = (Recorder::new(Policy::Copy), Recorder::new(Policy::Copy));
+    let a = p.open_datagram(addr("10.0.0.1:1"), None, false, ra.clone()).unwrap();
+    let b = p.open_datagram(addr("10.0.0.2:2"), None, false, rb.clone()).unwrap();
+    let mut before = Vec::new();
+    for i in 0..sends {
+        let t = Instant::now();
+        send(&a, i, &payload(i.into()), b.local_addr()).unwrap();
+        before.push((t, ra.with(|s| s.completions.len())));
+    }
+    assert!(ra.wait(|s| s.completions.len() == usize::from(sends)));
+    assert!(rb.wait(|s| s.datagrams.len() == usize::from(sends)));
+    let waited = before.iter().map(|(t, _)| t.elapsed()).collect();
+    if mode == CompletionMode::Inline {
+        for (i, (_, done)) in before.iter().enumerate() {
+            assert_eq!(*done, i + 1, "inline: completed before send returned");
+        }
+    }
+    a.close();
+    b.close();
+    v.assert_clean();
+    (ra, rb, waited)
+}
+
+#[test]
+fn every_completion_mode_completes_each_send_exactly_once() {
+    for mode in [
+        CompletionMode::Inline,
+        CompletionMode::Immediate,
+        CompletionMode::Delayed(Duration::from_millis(30)),
+        CompletionMode::Batched(4),
+    ] {
+        let (ra, _, waited) = completion_scenario(mode, 10);
+        let mut slots: Vec<u16> = ra.with(|s| s.completions.iter().map(|c| c.0).collect());
+        slots.sort_unstable();
+        assert_eq!(slots, (0..10).collect::<Vec<_>>(), "{mode:?}");
+        if let CompletionMode::Delayed(d) = mode {
+            assert!(waited.iter().all(|w| *w >= d), "{mode:?}: no completion before the delay");
+        }
+    }
+}
+
+#[test]
+fn loopback_applies_loss_duplication_and_reordering_as_configured() {
+    let run = |config: LoopbackConfig, n: u16| -> (Vec<u8>, LoopbackStats) {
+        let (hub, v) = pump_hub(config);
+        let p = provider(&hub, &v, WskConfig::default());
+        let rb = Recorder::new(Policy::Copy);
+        let a = p.open_datagram(addr("10.0.0.1:1"), None, false, Recorder::new(Policy::Copy)).unwrap();
+        let b = p.open_datagram(addr("10.0.0.2:2"), None, false, rb.clone()).unwrap();
+        // Batches of 32 between pumps: a pump lets held-back datagrams go
+        // once traffic stops, so reordering shows within a batch.
+        for i in 0..n {
+            send(&a, i % 64, &[i as u8], b.local_addr()).unwrap();
+            if i % 32 == 31 {
+                hub.pump();
+            }
+        }
+        hub.pump();
+        v.assert_clean();
+        (rb.with(|s| s.datagrams.iter().map(|g| g.bytes[0]).collect()), hub.stats())
+    };
+    let (got, st) = run(LoopbackConfig { loss_ppm: 1_000_000, ..Default::default() }, 20);
+    assert!(got.is_empty());
+    assert_eq!((st.sent, st.lost), (20, 20));
+
+    let (got, st) = run(LoopbackConfig { duplicate_ppm: 1_000_000, ..Default::default() }, 20);
+    assert_eq!(got.len(), 40);
+    assert!(got.chunks(2).enumerate().all(|(i, c)| c == [i as u8, i as u8]));
+    assert_eq!(st.duplicated, 20);
+
+    let (got, st) = run(LoopbackConfig { seed: 9, loss_ppm: 500_000, ..Default::default() }, 200);
+    assert_eq!(got.len() as u64, 200 - st.lost);
+    assert!((60..140).contains(&st.lost), "{}", st.lost);
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "loss alone keeps order");
+    // Same seed, same losses.
+    assert_eq!(run(LoopbackConfig { seed: 9, loss_ppm: 500_000, ..Default::default() }, 200).0, got);
+
+    let (got, st) = run(LoopbackConfig { seed: 3, reorder_ppm: 300_000, reorder_depth: 3, ..Default::default() }, 100);
+    let mut sorted = got.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (0..100).collect::<Vec<u8>>(), "reordering loses and duplicates nothing");
+    assert_ne!(got, sorted, "but changes the order");
+    assert!(st.reordered > 10);
+    // A datagram falls at most `reorder_depth` places behind.
+    for (pos, &x) in got.iter().enumerate() {
+        assert!(pos <= usize::from(x) + 3, "{x} at {pos}");
+    }
+}
+
+#[test]
+fn list_sizes_vary_when_asked_and_never_exceed_the_maximum() {
+    let (hub, v) = pump_hub(LoopbackConfig::default());
+    let config = WskConfig { receive: ReceiveConfig { list_len: ListLen::Random { max: 8 }, ..Default::default() }, ..Default::default() };
+    let p = provider(&hub, &v, config);
+    let rb = Recorder::new(Policy::Copy);
+    let a = p.open_datagram(addr("10.0.0.1:1"), None, false, Recorder::new(Policy::Copy)).unwrap();
+    let b = p.open_datagram(addr("10.0.0.2:2"), None, false, rb.clone()).unwrap();
+    for round in 0..4u16 {
+        for i in 0..50 {
+            send(&a, i, &[round as u8, i as u8], b.local_addr()).unwrap();
+        }
+        hub.pump();
+    }
+    let sizes = rb.with(|s| s.list_sizes.clone());
+    assert_eq!(sizes.iter().sum::<usize>(), 200);
+    assert!(sizes.iter().all(|&n| (1..=8).contains(&n)));
+    assert!(sizes.iter().any(|&n| n < 8) && sizes.iter().any(|&n| n == 8 || n == 7));
+    v.assert_clean();
+}
+
+#[test]
+fn a_fixed_remote_address_filters_other_senders() {
+    let (hub, v) = pump_hub(LoopbackConfig::default());
+    let p = provider(&hub, &v, WskConfig::default());
+    let rb = Recorder::new(Policy::Copy);
+    let a = p.open_datagram(addr("10.0.0.1:1"), None, false, Recorder::new(Policy::Copy)).unwrap();
+    let c = p.open_datagram(addr("10.0.0.3:3"), None, false, Recorder::new(Policy::Copy)).unwrap();
+    let b = p.open_datagram(addr("10.0.0.2:2"), Some(c.local_addr()), false, rb.clone()).unwrap();
+    send(&a, 0, b"from a", b.local_addr()).unwrap();
+    send(&c, 0, b"from c", b.local_addr()).unwrap();
+    hub.pump();
+    rb.with(|s| {
+        assert_eq!(s.datagrams.len(), 1);
+        assert_eq!(s.datagrams[0].bytes, b"from c");
+    });
+    assert_eq!(b.stats().rx_filtered, 1);
+    v.assert_clean();
+}
+
+#[test]
+fn a_server_socket_hears_several_clients_on_threads_and_retention_throttles() {
+    let hub = LoopbackHub::new(LoopbackConfig::default());
+    let v = WskVerifier::new();
+    let config = WskConfig {
+        receive: ReceiveConfig { lists: 4, buffers: 64, ..Default::default() },
+        ..Default::default()
+    };
+    let p = provider(&hub, &v, config);
+    let rs = Recorder::new(Policy::RetainEveryOther);
+    let server = Arc::new(p.open_datagram(addr("[fd00::1]:1194"), None, false, rs.clone()).unwrap());
+    // A releaser thread gives retained lists back as the driver would, later.
+    let stop = Arc::new(core::sync::atomic::AtomicBool::new(false));
+    let (rs2, s2, stop2) = (rs.clone(), server.clone(), stop.clone());
+    let releaser = std::thread::spawn(move || {
+        while !stop2.load(Ordering::Relaxed) {
+            for l in rs2.take_retained() {
+                std::thread::sleep(Duration::from_micros(200));
+                // SAFETY: retained by the event, released once, here.
+                unsafe { s2.release(l) };
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+    let clients: Vec<_> = (1..=3)
+        .map(|i| p.open_datagram(addr(&std::format!("[fd00::{}]:5000", i + 1)), None, false, Recorder::new(Policy::Copy)).unwrap())
+        .collect();
+    for round in 0..40u16 {
+        for (i, c) in clients.iter().enumerate() {
+            // 40 rounds on 64 slots: no slot is reused.
+            send(c, round, &[i as u8, round as u8], server.local_addr()).unwrap();
+        }
+    }
+    // Every datagram is either indicated or dropped for want of a buffer
+    // (the stack's own drop while the driver holds them all).
+    let end = Instant::now() + Duration::from_secs(5);
+    while rs.with(|s| s.datagrams.len() as u64) + server.stats().rx_dropped_no_buffer < 120 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let got = rs.with(|s| s.datagrams.len() as u64);
+    let st = server.stats();
+    assert_eq!(got + st.rx_dropped_no_buffer, 120);
+    assert!(st.lists_retained_max <= 4);
+    stop.store(true, Ordering::Relaxed);
+    releaser.join().unwrap();
+    for l in rs.take_retained() {
+        // SAFETY: retained and not yet released.
+        unsafe { server.release(l) };
+    }
+    rs.with(|s| {
+        for (i, c) in clients.iter().enumerate() {
+            let mine: Vec<_> = s.datagrams.iter().filter(|g| g.from == Some(c.local_addr())).collect();
+            assert!(!mine.is_empty());
+            assert!(mine.iter().all(|g| g.bytes[0] == i as u8), "sender address matches content");
+        }
+    });
+    for c in &clients {
+        let end = Instant::now() + Duration::from_secs(5);
+        while c.sends_in_flight() > 0 && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        c.close();
+    }
+    server.close();
+    v.assert_clean();
+}
