@@ -296,7 +296,16 @@ impl ReceivePool {
             Split::Always => true,
             Split::Random { ppm } => st.rng.chance(ppm),
         };
-        split.then(|| st.rng.between(1, max - 1))
+        if !split {
+            return None;
+        }
+        // Length unknown (a receive posted before the datagram arrives): a
+        // split point from a log-uniform range, so short datagrams split too.
+        let hi = match len {
+            Some(_) => max - 1,
+            None => (1usize << st.rng.between(1, 11)).min(max - 1),
+        };
+        Some(st.rng.between(1, hi))
     }
 
     pub fn take_buffer(&self) -> Option<u32> {

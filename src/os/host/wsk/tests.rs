@@ -635,3 +635,196 @@ fn a_server_socket_hears_several_clients_on_threads_and_retention_throttles() {
     server.close();
     v.assert_clean();
 }
+
+/// Real UDP between two modelled sockets on `ip`, the receiver retaining
+/// every other list and splitting some datagrams over two MDLs (scattered
+/// by recvmmsg itself).
+fn real_udp_round_trip(ip: &str) {
+    let v = WskVerifier::new();
+    let config = WskConfig {
+        receive: ReceiveConfig { split: Split::Random { ppm: 500_000 }, ..Default::default() },
+        ..Default::default()
+    };
+    let p = WskProvider::new(Network::Real, config, v.clone());
+    let (ra, rb) = (Recorder::new(Policy::Copy), Recorder::new(Policy::RetainEveryOther));
+    let a = p.open_datagram(addr(&std::format!("{ip}:0")), None, true, ra.clone()).unwrap();
+    let b = p.open_datagram(addr(&std::format!("{ip}:0")), None, true, rb.clone()).unwrap();
+    assert_ne!(b.local_addr().port(), 0);
+    for i in 0..20 {
+        send(&a, i, &payload(i.into()), b.local_addr()).unwrap();
+    }
+    assert!(ra.wait(|s| s.completions.len() == 20));
+    assert!(rb.wait(|s| s.datagrams.len() == 20), "loopback UDP lost nothing");
+    rb.with(|s| {
+        assert_eq!(s.layout_errors, Vec::<&str>::new());
+        let mut got: Vec<&Vec<u8>> = s.datagrams.iter().map(|g| &g.bytes).collect();
+        got.sort();
+        let mut want: Vec<Vec<u8>> = (0..20).map(payload).collect();
+        want.sort();
+        assert_eq!(got, want.iter().collect::<Vec<_>>());
+        let family = if a.local_addr().is_ipv4() { AF_INET } else { AF_INET6 };
+        assert!(s.datagrams.iter().all(|g| g.from == Some(a.local_addr()) && g.family == family));
+    });
+    ra.with(|s| assert!(s.completions.iter().all(|c| c.1 == NtStatus::SUCCESS)));
+    for l in rb.take_retained() {
+        // SAFETY: retained by the event, released once.
+        unsafe { b.release(l) };
+    }
+    assert!(b.stats().datagrams_split > 0, "some datagrams were split");
+    a.close();
+    b.close();
+    v.assert_clean();
+}
+
+#[test]
+fn real_udp_over_ipv4_loopback() {
+    real_udp_round_trip("127.0.0.1");
+}
+
+#[test]
+fn real_udp_over_ipv6_loopback() {
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        return; // no IPv6 on this machine
+    }
+    real_udp_round_trip("[::1]");
+}
+
+fn stream_config(partial: PartialSends, chunking: Chunking) -> WskConfig {
+    WskConfig {
+        send: SendConfig { partial, ..Default::default() },
+        stream: StreamConfig { chunking, ..Default::default() },
+        ..Default::default()
+    }
+}
+
+#[test]
+fn in_memory_tcp_connects_cuts_sends_chunks_bytes_and_sees_close() {
+    let (hub, v) = pump_hub(LoopbackConfig::default());
+    let p = provider(&hub, &v, stream_config(PartialSends::EveryNth(2), Chunking::Random { max: 7 }));
+    let server = addr("10.0.0.9:1194");
+    let peer = hub.listen_stream(server);
+    let r = Recorder::new(Policy::Copy);
+    let s = p.open_tcp(addr("0.0.0.0:0"), server, r.clone()).unwrap();
+    assert_eq!(s.send(SendSlot(0), 1, server), Err(NtStatus::INVALID_DEVICE_STATE), "not connected yet");
+    hub.pump();
+    r.with(|x| assert_eq!(x.connected, [NtStatus::SUCCESS]));
+
+    let frames: Vec<Vec<u8>> = (0..4).map(|i| payload(i + 3)).collect();
+    for (i, f) in frames.iter().enumerate() {
+        send(&s, i as u16, f, server).unwrap();
+    }
+    hub.pump();
+    let completions = r.with(|x| x.completions.clone());
+    assert_eq!(completions.len(), 4);
+    let mut expect = Vec::new();
+    for (slot, status, sent) in &completions {
+        let f = &frames[usize::from(*slot)];
+        assert_eq!(*status, NtStatus::SUCCESS);
+        if slot % 2 == 1 {
+            assert!(*sent >= 1 && *sent < f.len(), "every 2nd send is cut short");
+        } else {
+            assert_eq!(*sent, f.len());
+        }
+        expect.extend_from_slice(&f[..*sent]);
+    }
+    assert_eq!(peer.read(), expect, "the wire carries exactly the bytes reported sent");
+    assert_eq!(s.stats().partial_sends, 2);
+
+    let incoming: Vec<u8> = (0..1000u32).map(|i| (i * 7) as u8).collect();
+    peer.write(&incoming);
+    hub.pump();
+    r.with(|x| {
+        assert_eq!(x.stream, incoming);
+        assert!(x.chunks >= 1000 / 7, "cut into chunks of at most 7: {}", x.chunks);
+    });
+    peer.close();
+    hub.pump();
+    r.with(|x| assert_eq!(x.disconnected, [NtStatus::CONNECTION_DISCONNECTED]));
+    s.close();
+    assert!(peer.socket_closed());
+    v.assert_clean();
+}
+
+#[test]
+fn in_memory_tcp_reset_and_refused_connect() {
+    let (hub, v) = pump_hub(LoopbackConfig::default());
+    let p = provider(&hub, &v, WskConfig::default());
+    let r = Recorder::new(Policy::Copy);
+    let refused = p.open_tcp(addr("0.0.0.0:0"), addr("10.0.0.9:1"), r.clone()).unwrap();
+    hub.pump();
+    r.with(|x| assert_eq!(x.connected, [udp::STATUS_CONNECTION_REFUSED]));
+    refused.close();
+
+    let server = addr("10.0.0.9:2");
+    let peer = hub.listen_stream(server);
+    let r = Recorder::new(Policy::Copy);
+    let s = p.open_tcp(addr("0.0.0.0:0"), server, r.clone()).unwrap();
+    hub.pump();
+    peer.write(b"lost");
+    peer.reset();
+    hub.pump();
+    r.with(|x| {
+        assert_eq!(x.connected, [NtStatus::SUCCESS]);
+        assert_eq!(x.disconnected, [NtStatus::CONNECTION_RESET]);
+        assert!(x.stream.is_empty(), "a reset discards unread bytes");
+    });
+    assert_eq!(s.send(SendSlot(0), 1, server), Err(NtStatus::INVALID_DEVICE_STATE), "no sends after disconnect");
+    s.close();
+    v.assert_clean();
+}
+
+#[test]
+fn real_tcp_partial_sends_chunked_receive_and_peer_close() {
+    let v = WskVerifier::new();
+    let p = WskProvider::new(Network::Real, stream_config(PartialSends::EveryNth(1), Chunking::Fixed(3)), v.clone());
+    let mut peer = TcpTestPeer::listen(addr("127.0.0.1:0")).unwrap();
+    let r = Recorder::new(Policy::Copy);
+    let s = p.open_tcp(addr("0.0.0.0:0"), peer.local_addr(), r.clone()).unwrap();
+    peer.accept().unwrap();
+    assert!(r.wait(|x| x.connected == [NtStatus::SUCCESS]));
+    let frame = payload(50);
+    send(&s, 0, &frame, peer.local_addr()).unwrap();
+    assert!(r.wait(|x| x.completions.len() == 1));
+    let (_, status, sent) = r.with(|x| x.completions[0]);
+    assert_eq!(status, NtStatus::SUCCESS);
+    assert!(sent >= 1 && sent < frame.len(), "the send was cut: {sent}");
+    assert_eq!(peer.read_exact(sent).unwrap(), &frame[..sent]);
+    // The rest, as the data path would resend it, from the slot's start.
+    send(&s, 0, &frame[sent..], peer.local_addr()).unwrap();
+    assert!(r.wait(|x| x.completions.len() == 2));
+    let sent2 = r.with(|x| x.completions[1].2);
+    assert_eq!(peer.read_exact(sent2).unwrap(), &frame[sent..sent + sent2]);
+
+    peer.write(b"hello, driver").unwrap();
+    assert!(r.wait(|x| x.stream.len() == 13));
+    r.with(|x| {
+        assert_eq!(x.stream, b"hello, driver");
+        assert_eq!(x.chunks, 5, "chunks of at most 3");
+    });
+    peer.close();
+    assert!(r.wait(|x| x.disconnected == [NtStatus::CONNECTION_DISCONNECTED]));
+    s.close();
+    v.assert_clean();
+}
+
+#[test]
+fn real_tcp_connect_refused_and_reset() {
+    let v = WskVerifier::new();
+    let p = WskProvider::new(Network::Real, WskConfig::default(), v.clone());
+    // A port nobody listens on: bind one, note it, drop it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let r = Recorder::new(Policy::Copy);
+    let s = p.open_tcp(addr("0.0.0.0:0"), port, r.clone()).unwrap();
+    assert!(r.wait(|x| x.connected == [udp::STATUS_CONNECTION_REFUSED]));
+    s.close();
+
+    let mut peer = TcpTestPeer::listen(addr("127.0.0.1:0")).unwrap();
+    let r = Recorder::new(Policy::Copy);
+    let s = p.open_tcp(addr("0.0.0.0:0"), peer.local_addr(), r.clone()).unwrap();
+    peer.accept().unwrap();
+    assert!(r.wait(|x| x.connected == [NtStatus::SUCCESS]));
+    peer.reset();
+    assert!(r.wait(|x| x.disconnected == [NtStatus::CONNECTION_RESET]));
+    s.close();
+    v.assert_clean();
+}
