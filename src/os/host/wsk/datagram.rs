@@ -10,6 +10,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::thread::JoinHandle;
 
+use super::Common;
 use super::loopback::Hub;
 use super::rx::{Filled, ReceivePool};
 use super::send::{Outgoing, POLL_INTERVAL, TxEngine, Wire, WireResult};
@@ -69,10 +70,7 @@ pub(crate) struct DatagramInner {
 
 impl DatagramInner {
     pub fn new(
-        id: SocketId,
-        verifier: Arc<WskVerifier>,
-        counters: Arc<SocketCounters>,
-        events: Arc<dyn SocketEvents>,
+        common: Common,
         rx: ReceivePool,
         tx: TxEngine,
         wire: DatagramWire,
@@ -80,10 +78,10 @@ impl DatagramInner {
         remote_filter: Option<SocketAddr>,
     ) -> Self {
         Self {
-            id,
-            verifier,
-            counters,
-            events,
+            id: common.id,
+            verifier: common.verifier,
+            counters: common.counters,
+            events: common.events,
             rx,
             tx,
             wire,

@@ -116,14 +116,13 @@ impl WskProvider {
         self.open_stream(local, remote, events).map(HostSocket::Stream)
     }
 
-    fn parts(&self, events: &Arc<dyn SocketEvents>) -> (SocketId, Arc<SocketCounters>, ReceivePool, TxEngine, u64) {
+    fn parts(&self, events: Arc<dyn SocketEvents>) -> (Common, TxEngine) {
         let id = self.verifier.new_socket();
         let counters = Arc::new(SocketCounters::default());
         let seed = self.config.seed ^ u64::from(id.0).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let rx = ReceivePool::new(id, self.config.receive.clone(), seed, self.verifier.clone(), counters.clone());
         let slots = SendSlots::new(id, &self.config.send, self.verifier.clone(), counters.clone());
         let tx = TxEngine::new(slots, self.config.send, counters.clone(), events.clone());
-        (id, counters, rx, tx, seed)
+        (Common { id, verifier: self.verifier.clone(), counters, events, seed }, tx)
     }
 
     /// A datagram socket bound to `local` (port 0: any); with `remote`,
@@ -135,15 +134,21 @@ impl WskProvider {
         ipv6_only: bool,
         events: Arc<dyn SocketEvents>,
     ) -> Result<DatagramSocket, NtStatus> {
-        let (id, counters, rx, tx, _) = self.parts(&events);
-        let v = self.verifier.clone();
+        let (common, tx) = self.parts(events);
+        let rx = ReceivePool::new(
+            common.id,
+            self.config.receive.clone(),
+            common.seed,
+            self.verifier.clone(),
+            common.counters.clone(),
+        );
         match &self.network {
             Network::Real => {
                 let sock = udp::bind_udp(local, ipv6_only)?;
                 let local = sock.local_addr().map_err(|e| udp::status_of(&e))?;
                 let rx_sock = sock.try_clone().map_err(|e| udp::status_of(&e))?;
                 let wire = DatagramWire::Udp(udp::UdpWire { sock });
-                let inner = Arc::new(DatagramInner::new(id, v, counters, events, rx, tx, wire, local, remote));
+                let inner = Arc::new(DatagramInner::new(common, rx, tx, wire, local, remote));
                 let (a, b) = (inner.clone(), inner.clone());
                 let threads = Vec::from([
                     std::thread::spawn(move || udp::receive_loop(&a, &rx_sock)),
@@ -155,8 +160,8 @@ impl WskProvider {
                 let hub = h.hub.clone();
                 let local = hub.resolve(local);
                 let wire = DatagramWire::Loopback { hub: hub.clone(), local };
-                let inner = Arc::new(DatagramInner::new(id, v, counters, events, rx, tx, wire, local, remote));
-                hub.bind(local, id, &inner)?;
+                let inner = Arc::new(DatagramInner::new(common, rx, tx, wire, local, remote));
+                hub.bind(local, inner.id, &inner)?;
                 let mut threads = Vec::new();
                 if hub.config.delivery == Delivery::Threaded {
                     let (a, b) = (inner.clone(), inner.clone());
@@ -177,20 +182,20 @@ impl WskProvider {
         remote: SocketAddr,
         events: Arc<dyn SocketEvents>,
     ) -> Result<StreamSocket, NtStatus> {
-        let (id, counters, _rx, tx, seed) = self.parts(&events);
-        let v = self.verifier.clone();
+        let (common, tx) = self.parts(events);
+        let seed = common.seed;
         let partial = self.config.send.partial;
         let stream = self.config.stream;
         match &self.network {
             Network::Real => {
                 let wire = StreamWire::new(StreamLink::Tcp(OnceLock::new()), partial, seed);
-                let inner = Arc::new(StreamInner::new(id, v, counters, events, tx, wire, remote, stream, seed));
+                let inner = Arc::new(StreamInner::new(common, tx, wire, remote, stream));
                 Ok(StreamSocket::start(inner, false))
             }
             Network::Loopback(h) => {
                 let pipe = h.hub.connect_stream(remote);
                 let wire = StreamWire::new(StreamLink::Memory(pipe), partial, seed);
-                let inner = Arc::new(StreamInner::new(id, v, counters, events, tx, wire, remote, stream, seed));
+                let inner = Arc::new(StreamInner::new(common, tx, wire, remote, stream));
                 let pump = h.hub.config.delivery == Delivery::Pump;
                 if pump {
                     h.hub.add_pumped(Arc::downgrade(&inner) as alloc::sync::Weak<dyn Pumped>);
@@ -199,6 +204,15 @@ impl WskProvider {
             }
         }
     }
+}
+
+/// What every modelled socket starts from.
+pub(crate) struct Common {
+    pub id: SocketId,
+    pub verifier: Arc<WskVerifier>,
+    pub counters: Arc<SocketCounters>,
+    pub events: Arc<dyn SocketEvents>,
+    pub seed: u64,
 }
 
 /// Either kind of modelled socket: the host `Os`'s `Transport` type.

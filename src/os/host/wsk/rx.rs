@@ -55,7 +55,9 @@ pub enum Split {
     /// Every datagram of two bytes or more.
     Always,
     /// Each datagram with this probability (parts per million).
-    Random { ppm: u32 },
+    Random {
+        ppm: u32,
+    },
 }
 
 /// How many datagrams one receive event carries.
@@ -181,7 +183,9 @@ enum Phase {
     Free(LastEnd),
     /// Out with the receive event; `released` if the driver's last
     /// reference already dropped (and released it) before the event returned.
-    Indicating { released: bool },
+    Indicating {
+        released: bool,
+    },
     Retained,
 }
 
@@ -345,12 +349,9 @@ impl ReceivePool {
         let start = self.region(buffer).wrapping_add(self.config.header_room as usize);
         match split_at.filter(|&k| k > 0 && k < len) {
             None => Parts { first: start, first_len: len, second: ptr::null_mut(), second_len: 0 },
-            Some(k) => Parts {
-                first: start,
-                first_len: k,
-                second: start.wrapping_add(k + SPLIT_GAP),
-                second_len: len - k,
-            },
+            Some(k) => {
+                Parts { first: start, first_len: k, second: start.wrapping_add(k + SPLIT_GAP), second_len: len - k }
+            }
         }
     }
 
@@ -564,10 +565,7 @@ impl Drop for ReceivePool {
         // lengths, nothing is retained, and the pool is going away, so no
         // pointer into them is used again.
         unsafe {
-            drop(Box::from_raw(ptr::slice_from_raw_parts_mut(
-                self.data.as_ptr(),
-                self.config.buffers * self.stride,
-            )));
+            drop(Box::from_raw(ptr::slice_from_raw_parts_mut(self.data.as_ptr(), self.config.buffers * self.stride)));
             drop(Box::from_raw(ptr::slice_from_raw_parts_mut(self.blocks.as_ptr(), self.config.lists)));
         }
     }

@@ -44,7 +44,9 @@ pub enum PartialSends {
     /// Every n-th send (n >= 1) of two bytes or more.
     EveryNth(u32),
     /// Each send with this probability (parts per million).
-    Random { ppm: u32 },
+    Random {
+        ppm: u32,
+    },
 }
 
 /// Send-side shape of a socket.
@@ -147,7 +149,12 @@ unsafe impl Send for SendSlots {}
 unsafe impl Sync for SendSlots {}
 
 impl SendSlots {
-    pub fn new(socket: SocketId, config: &SendConfig, verifier: Arc<WskVerifier>, counters: Arc<SocketCounters>) -> Self {
+    pub fn new(
+        socket: SocketId,
+        config: &SendConfig,
+        verifier: Arc<WskVerifier>,
+        counters: Arc<SocketCounters>,
+    ) -> Self {
         let count = config.slots.clamp(1, u16::MAX - 1);
         let buffers: Box<[[u8; SEND_SLOT_SIZE]]> = alloc::vec![[0u8; SEND_SLOT_SIZE]; usize::from(count) + 1].into();
         Self {
@@ -332,12 +339,7 @@ impl TxEngine {
             config,
             counters,
             events,
-            state: Mutex::new(EngineState {
-                pending: VecDeque::new(),
-                done: VecDeque::new(),
-                stop: false,
-                round: 0,
-            }),
+            state: Mutex::new(EngineState { pending: VecDeque::new(), done: VecDeque::new(), stop: false, round: 0 }),
             wake: Condvar::new(),
         }
     }
@@ -441,8 +443,7 @@ impl TxEngine {
                         idle = true;
                         break;
                     }
-                    let (next, timeout) =
-                        self.wake.wait_timeout(st, wait).unwrap_or_else(|p| p.into_inner());
+                    let (next, timeout) = self.wake.wait_timeout(st, wait).unwrap_or_else(|p| p.into_inner());
                     st = next;
                     if timeout.timed_out() && !st.done.is_empty() {
                         idle = true;

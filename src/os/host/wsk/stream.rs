@@ -16,6 +16,7 @@ use std::sync::{Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::Common;
 use super::loopback::Pumped;
 use super::rng::XorShift;
 use super::send::{Outgoing, POLL_INTERVAL, PartialSends, TxEngine, Wire, WireResult};
@@ -219,23 +220,13 @@ pub(crate) struct StreamInner {
 }
 
 impl StreamInner {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        id: SocketId,
-        verifier: Arc<WskVerifier>,
-        counters: Arc<SocketCounters>,
-        events: Arc<dyn SocketEvents>,
-        tx: TxEngine,
-        wire: StreamWire,
-        remote: SocketAddr,
-        config: StreamConfig,
-        seed: u64,
-    ) -> Self {
+    pub fn new(common: Common, tx: TxEngine, wire: StreamWire, remote: SocketAddr, config: StreamConfig) -> Self {
+        let seed = common.seed;
         Self {
-            id,
-            verifier,
-            counters,
-            events,
+            id: common.id,
+            verifier: common.verifier,
+            counters: common.counters,
+            events: common.events,
             tx,
             wire,
             remote,

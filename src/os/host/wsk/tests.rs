@@ -276,7 +276,8 @@ fn ipv6_senders_arrive_as_af_inet6() {
 #[test]
 fn split_datagrams_span_two_chained_mdls_with_a_gap() {
     let (hub, v) = pump_hub(LoopbackConfig::default());
-    let config = WskConfig { receive: ReceiveConfig { split: Split::Always, ..Default::default() }, ..Default::default() };
+    let config =
+        WskConfig { receive: ReceiveConfig { split: Split::Always, ..Default::default() }, ..Default::default() };
     let p = provider(&hub, &v, config);
     let rb = Recorder::new(Policy::Copy);
     let a = p.open_datagram(addr("10.0.0.1:1"), None, false, Recorder::new(Policy::Copy)).unwrap();
@@ -300,7 +301,8 @@ fn split_datagrams_span_two_chained_mdls_with_a_gap() {
 #[test]
 fn retained_lists_stay_valid_until_released_from_another_thread_then_are_poisoned() {
     let (hub, v) = pump_hub(LoopbackConfig::default());
-    let config = WskConfig { receive: ReceiveConfig { list_len: ListLen::UpTo(1), ..Default::default() }, ..Default::default() };
+    let config =
+        WskConfig { receive: ReceiveConfig { list_len: ListLen::UpTo(1), ..Default::default() }, ..Default::default() };
     let p = provider(&hub, &v, config);
     let released = Arc::new(Mutex::new(Vec::new()));
     let r = released.clone();
@@ -349,7 +351,8 @@ fn retained_lists_stay_valid_until_released_from_another_thread_then_are_poisone
 #[test]
 fn double_release_unretained_release_unknown_release_and_leak_are_reported() {
     let (hub, v) = pump_hub(LoopbackConfig::default());
-    let config = WskConfig { receive: ReceiveConfig { list_len: ListLen::UpTo(1), ..Default::default() }, ..Default::default() };
+    let config =
+        WskConfig { receive: ReceiveConfig { list_len: ListLen::UpTo(1), ..Default::default() }, ..Default::default() };
     let p = provider(&hub, &v, config);
     let rb = Recorder::new(Policy::RetainEveryOther);
     let a = p.open_datagram(addr("10.0.0.1:1"), None, false, Recorder::new(Policy::Copy)).unwrap();
@@ -530,7 +533,10 @@ fn loopback_applies_loss_duplication_and_reordering_as_configured() {
 #[test]
 fn list_sizes_vary_when_asked_and_never_exceed_the_maximum() {
     let (hub, v) = pump_hub(LoopbackConfig::default());
-    let config = WskConfig { receive: ReceiveConfig { list_len: ListLen::Random { max: 8 }, ..Default::default() }, ..Default::default() };
+    let config = WskConfig {
+        receive: ReceiveConfig { list_len: ListLen::Random { max: 8 }, ..Default::default() },
+        ..Default::default()
+    };
     let p = provider(&hub, &v, config);
     let rb = Recorder::new(Policy::Copy);
     let a = p.open_datagram(addr("10.0.0.1:1"), None, false, Recorder::new(Policy::Copy)).unwrap();
@@ -594,7 +600,10 @@ fn a_server_socket_hears_several_clients_on_threads_and_retention_throttles() {
         }
     });
     let clients: Vec<_> = (1..=3)
-        .map(|i| p.open_datagram(addr(&std::format!("[fd00::{}]:5000", i + 1)), None, false, Recorder::new(Policy::Copy)).unwrap())
+        .map(|i| {
+            p.open_datagram(addr(&std::format!("[fd00::{}]:5000", i + 1)), None, false, Recorder::new(Policy::Copy))
+                .unwrap()
+        })
         .collect();
     for round in 0..40u16 {
         for (i, c) in clients.iter().enumerate() {
@@ -826,5 +835,39 @@ fn real_tcp_connect_refused_and_reset() {
     peer.reset();
     assert!(r.wait(|x| x.disconnected == [NtStatus::CONNECTION_RESET]));
     s.close();
+    v.assert_clean();
+}
+
+#[test]
+fn a_driver_holding_every_buffer_makes_the_stack_drop_and_count() {
+    let (hub, v) = pump_hub(LoopbackConfig::default());
+    let config = WskConfig {
+        receive: ReceiveConfig { buffers: 8, list_len: ListLen::UpTo(4), ..Default::default() },
+        ..Default::default()
+    };
+    let p = provider(&hub, &v, config);
+    let rb = Recorder::new(Policy::RetainAll);
+    let a = p.open_datagram(addr("10.0.0.1:1"), None, false, Recorder::new(Policy::Copy)).unwrap();
+    let b = p.open_datagram(addr("10.0.0.2:2"), None, false, rb.clone()).unwrap();
+    for i in 0..12 {
+        send(&a, i, &[i as u8], b.local_addr()).unwrap();
+    }
+    hub.pump();
+    let st = b.stats();
+    assert_eq!((st.datagrams_indicated, st.rx_dropped_no_buffer), (8, 4));
+    assert_eq!((st.lists_indicated, st.lists_retained, st.lists_retained_max), (2, 2, 2));
+    for l in rb.take_retained() {
+        // SAFETY: retained by the event, released once.
+        unsafe { b.release(l) };
+    }
+    // Buffers are back: traffic flows again.
+    send(&a, 12, b"again", b.local_addr()).unwrap();
+    hub.pump();
+    assert_eq!(b.stats().datagrams_indicated, 9);
+    for l in rb.take_retained() {
+        // SAFETY: as above.
+        unsafe { b.release(l) };
+    }
+    b.close();
     v.assert_clean();
 }

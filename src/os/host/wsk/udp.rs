@@ -202,9 +202,8 @@ impl UdpWire {
 pub(crate) fn receive_loop(inner: &DatagramInner, sock: &UdpSocket) {
     let fd = sock.as_raw_fd();
     let mut names: Vec<libc::sockaddr_storage> = (0..LIST_LEN_MAX).map(|_| zeroed_storage()).collect();
-    let mut iovs: Vec<[libc::iovec; 2]> = (0..LIST_LEN_MAX)
-        .map(|_| [libc::iovec { iov_base: core::ptr::null_mut(), iov_len: 0 }; 2])
-        .collect();
+    let mut iovs: Vec<[libc::iovec; 2]> =
+        (0..LIST_LEN_MAX).map(|_| [libc::iovec { iov_base: core::ptr::null_mut(), iov_len: 0 }; 2]).collect();
     let mut hdrs: Vec<libc::mmsghdr> = (0..LIST_LEN_MAX).map(|_| zeroed_mmsghdr()).collect();
     let mut taken: Vec<(u32, Option<usize>)> = Vec::with_capacity(LIST_LEN_MAX);
     let mut filled: Vec<Filled> = Vec::with_capacity(LIST_LEN_MAX);
@@ -243,7 +242,13 @@ pub(crate) fn receive_loop(inner: &DatagramInner, sock: &UdpSocket) {
         // off the free list (the model's until indicated) and its name points
         // at storage of the stated size; all live across the call.
         let n = unsafe {
-            libc::recvmmsg(fd, hdrs.as_mut_ptr(), taken.len() as libc::c_uint, libc::MSG_WAITFORONE, core::ptr::null_mut())
+            libc::recvmmsg(
+                fd,
+                hdrs.as_mut_ptr(),
+                taken.len() as libc::c_uint,
+                libc::MSG_WAITFORONE,
+                core::ptr::null_mut(),
+            )
         };
         let n = if n < 0 { 0 } else { n as usize };
         filled.clear();
