@@ -95,7 +95,9 @@ impl DatagramInner {
 
     /// Whether a datagram from `from` passes the remote-address filter.
     pub fn accepts(&self, from: SocketAddr) -> bool {
-        let ok = self.remote_filter.is_none_or(|r| r == from);
+        // A dual-stack socket sees IPv4 peers as IPv4-mapped IPv6 addresses.
+        let canon = |a: SocketAddr| (a.ip().to_canonical(), a.port());
+        let ok = self.remote_filter.is_none_or(|r| canon(r) == canon(from));
         if !ok {
             bump(&self.counters.rx_filtered, 1);
         }

@@ -149,11 +149,14 @@ impl WskProvider {
                 let rx_sock = sock.try_clone().map_err(|e| udp::status_of(&e))?;
                 let wire = DatagramWire::Udp(udp::UdpWire { sock });
                 let inner = Arc::new(DatagramInner::new(common, rx, tx, wire, local, remote));
-                let (a, b) = (inner.clone(), inner.clone());
-                let threads = Vec::from([
-                    std::thread::spawn(move || udp::receive_loop(&a, &rx_sock)),
-                    std::thread::spawn(move || b.tx.run(&b.wire)),
-                ]);
+                let mut threads = Vec::new();
+                for _ in 0..self.config.receive.threads.max(1) {
+                    let a = inner.clone();
+                    let rx_sock = rx_sock.try_clone().map_err(|e| udp::status_of(&e))?;
+                    threads.push(std::thread::spawn(move || udp::receive_loop(&a, &rx_sock)));
+                }
+                let b = inner.clone();
+                threads.push(std::thread::spawn(move || b.tx.run(&b.wire)));
                 Ok(DatagramSocket::new(inner, threads, None))
             }
             Network::Loopback(h) => {
@@ -164,8 +167,11 @@ impl WskProvider {
                 hub.bind(local, inner.id, &inner)?;
                 let mut threads = Vec::new();
                 if hub.config.delivery == Delivery::Threaded {
-                    let (a, b) = (inner.clone(), inner.clone());
-                    threads.push(std::thread::spawn(move || a.run_deliveries()));
+                    for _ in 0..self.config.receive.threads.max(1) {
+                        let a = inner.clone();
+                        threads.push(std::thread::spawn(move || a.run_deliveries()));
+                    }
+                    let b = inner.clone();
                     threads.push(std::thread::spawn(move || b.tx.run(&b.wire)));
                 }
                 Ok(DatagramSocket::new(inner, threads, Some(hub)))

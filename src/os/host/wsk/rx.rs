@@ -85,6 +85,9 @@ pub struct ReceiveConfig {
     pub capacity: usize,
     /// Poison buffers when they return to WSK (off only for benchmarks).
     pub poison: bool,
+    /// Threads delivering receive events, so that one socket's events run
+    /// concurrently with each other as on several CPUs (threaded delivery).
+    pub threads: usize,
 }
 
 impl Default for ReceiveConfig {
@@ -97,6 +100,7 @@ impl Default for ReceiveConfig {
             header_room: 28,
             capacity: 2048,
             poison: true,
+            threads: 1,
         }
     }
 }

@@ -871,3 +871,63 @@ fn a_driver_holding_every_buffer_makes_the_stack_drop_and_count() {
     b.close();
     v.assert_clean();
 }
+
+#[test]
+fn a_dual_stack_socket_hears_ipv4_peers_as_mapped_addresses() {
+    if std::net::UdpSocket::bind("[::]:0").is_err() {
+        return; // no IPv6 on this machine
+    }
+    let v = WskVerifier::new();
+    let p = WskProvider::new(Network::Real, WskConfig::default(), v.clone());
+    let rb = Recorder::new(Policy::Copy);
+    let a = p.open_datagram(addr("127.0.0.1:0"), None, false, Recorder::new(Policy::Copy)).unwrap();
+    // P2P-style fixed remote given as plain IPv4: still matches the mapped sender.
+    let b = p.open_datagram(addr("[::]:0"), Some(a.local_addr()), false, rb.clone()).unwrap();
+    let to = addr(&std::format!("127.0.0.1:{}", b.local_addr().port()));
+    send(&a, 0, b"v4 to dual stack", to).unwrap();
+    assert!(rb.wait(|s| s.datagrams.len() == 1));
+    rb.with(|s| {
+        let g = &s.datagrams[0];
+        assert_eq!(g.family, AF_INET6);
+        let from = g.from.unwrap();
+        assert_eq!((from.ip().to_canonical(), from.port()), (a.local_addr().ip(), a.local_addr().port()));
+    });
+    // And back: the dual-stack socket sends to a plain IPv4 address.
+    let ra = Recorder::new(Policy::Copy);
+    let c = p.open_datagram(addr("127.0.0.1:0"), None, false, ra.clone()).unwrap();
+    send(&b, 0, b"reply", c.local_addr()).unwrap();
+    assert!(ra.wait(|s| s.datagrams.len() == 1));
+    a.close();
+    b.close();
+    c.close();
+    v.assert_clean();
+}
+
+#[test]
+fn several_delivery_threads_indicate_one_socket_concurrently() {
+    let hub = LoopbackHub::new(LoopbackConfig::default());
+    let v = WskVerifier::new();
+    let config = WskConfig {
+        receive: ReceiveConfig { threads: 3, list_len: ListLen::Random { max: 4 }, ..Default::default() },
+        ..Default::default()
+    };
+    let p = provider(&hub, &v, config);
+    let rb = Recorder::new(Policy::RetainEveryOther);
+    let a = p.open_datagram(addr("10.0.0.1:1"), None, false, Recorder::new(Policy::Copy)).unwrap();
+    let b = p.open_datagram(addr("10.0.0.2:2"), None, false, rb.clone()).unwrap();
+    for i in 0..60 {
+        send(&a, i, &[i as u8], b.local_addr()).unwrap();
+    }
+    assert!(rb.wait(|s| s.datagrams.len() == 60));
+    let mut got: Vec<u8> = rb.with(|s| s.datagrams.iter().map(|g| g.bytes[0]).collect());
+    got.sort_unstable();
+    assert_eq!(got, (0..60).collect::<Vec<u8>>());
+    for l in rb.take_retained() {
+        // SAFETY: retained by the event, released once.
+        unsafe { b.release(l) };
+    }
+    assert_eq!(b.retained_lists(), 0);
+    a.close();
+    b.close();
+    v.assert_clean();
+}
