@@ -931,3 +931,49 @@ fn several_delivery_threads_indicate_one_socket_concurrently() {
     b.close();
     v.assert_clean();
 }
+
+/// Releases each list from inside its own receive event (the driver's last
+/// reference dropping before the event returns), then answers `answer`.
+struct ReleaseInside {
+    socket: Mutex<alloc::sync::Weak<DatagramSocket>>,
+    answer: NtStatus,
+    lists: AtomicUsize,
+}
+
+impl SocketEvents for ReleaseInside {
+    unsafe fn receive_from(&self, list: NonNull<WskDatagramIndication>) -> NtStatus {
+        if let Some(s) = self.socket.lock().unwrap().upgrade() {
+            // SAFETY: the list is this event's; released once, then not touched.
+            unsafe { s.release(list) };
+        }
+        self.lists.fetch_add(1, Ordering::Relaxed);
+        self.answer
+    }
+    fn stream_received(&self, _: &[u8]) {}
+    fn send_complete(&self, _: SendSlot, _: NtStatus, _: usize) {}
+    fn connected(&self, _: NtStatus) {}
+    fn disconnected(&self, _: NtStatus) {}
+}
+
+#[test]
+fn a_release_inside_the_event_is_fine_with_pending_and_reported_with_success() {
+    for (answer, want) in [(NtStatus::PENDING, None), (NtStatus::SUCCESS, Some(()))] {
+        let (hub, v) = pump_hub(LoopbackConfig::default());
+        let p = provider(&hub, &v, WskConfig::default());
+        let events = Arc::new(ReleaseInside { socket: Mutex::default(), answer, lists: AtomicUsize::new(0) });
+        let a = p.open_datagram(addr("10.0.0.1:1"), None, false, Recorder::new(Policy::Copy)).unwrap();
+        let b = Arc::new(p.open_datagram(addr("10.0.0.2:2"), None, false, events.clone()).unwrap());
+        *events.socket.lock().unwrap() = Arc::downgrade(&b);
+        send(&a, 0, b"x", b.local_addr()).unwrap();
+        hub.pump();
+        assert_eq!(events.lists.load(Ordering::Relaxed), 1);
+        assert_eq!(b.retained_lists(), 0);
+        let violations = v.take_violations();
+        match want {
+            None => assert_eq!(violations, []),
+            Some(()) => assert!(matches!(violations[..], [Violation::ReleasedNotRetained { .. }])),
+        }
+        b.close();
+        v.assert_clean();
+    }
+}
