@@ -1056,23 +1056,59 @@ impl<D: AdapterDatapath> RxRunner<D> {
         }
         self.cancelled = true;
         self.call(Callback::Cancel);
-        let deadline = Instant::now() + self.config.stop_timeout;
+        self.drain_and_stop();
+    }
+}
+
+impl<D: AdapterDatapath> Draining for RxRunner<D> {
+    fn core(&self) -> &Core {
+        &self.core
+    }
+    fn call(&mut self, cb: Callback) -> bool {
+        RxRunner::call(self, cb)
+    }
+    fn stop_timeout(&self) -> Duration {
+        self.config.stop_timeout
+    }
+    fn settle(&mut self) -> bool {
+        self.return_due(true);
+        self.held.is_empty()
+    }
+}
+
+/// The end of NetAdapterCx's stop sequence, shared by both queues: after
+/// Cancel, keep polling Advance (and taking returns) until the driver owns
+/// nothing on either ring, then Stop. A driver that never empties its rings
+/// would hang a real stop; here it is reported after the stop timeout.
+trait Draining {
+    fn core(&self) -> &Core;
+    fn call(&mut self, cb: Callback) -> bool;
+    fn stop_timeout(&self) -> Duration;
+    /// Gives back what the upper layer holds that is due; true when it holds
+    /// nothing more.
+    fn settle(&mut self) -> bool {
+        true
+    }
+
+    fn drain_and_stop(&mut self) {
+        let deadline = Instant::now() + self.stop_timeout();
         loop {
-            self.return_due(true);
-            if self.core.failed {
+            let settled = self.settle();
+            let core = self.core();
+            if core.failed {
                 return;
             }
-            if self.core.rings_empty() && self.held.is_empty() {
+            if core.rings_empty() && settled {
                 break;
             }
             if Instant::now() >= deadline {
-                self.core.report(
+                core.report(
                     Rule::StopTimeout,
                     std::format!(
                         "after Cancel the driver still owns {} packets and {} fragments ({:?}); Stop would hang",
-                        self.core.driver_packets(),
-                        self.core.driver_fragments(),
-                        self.config.stop_timeout
+                        core.driver_packets(),
+                        core.driver_fragments(),
+                        self.stop_timeout()
                     ),
                 );
                 return;
@@ -1452,31 +1488,19 @@ impl<Q: PacketQueue> TxRunner<Q> {
         }
         self.cancelled = true;
         self.call(Callback::Cancel);
-        let deadline = Instant::now() + self.config.stop_timeout;
-        loop {
-            if self.core.failed {
-                return;
-            }
-            if self.core.rings_empty() {
-                break;
-            }
-            if Instant::now() >= deadline {
-                self.core.report(
-                    Rule::StopTimeout,
-                    std::format!(
-                        "after Cancel the driver still owns {} packets and {} fragments ({:?}); Stop would hang",
-                        self.core.driver_packets(),
-                        self.core.driver_fragments(),
-                        self.config.stop_timeout
-                    ),
-                );
-                return;
-            }
-            if !self.call(Callback::Advance) {
-                thread::sleep(DRAIN_POLL);
-            }
-        }
-        self.call(Callback::Stop);
+        self.drain_and_stop();
+    }
+}
+
+impl<Q: PacketQueue> Draining for TxRunner<Q> {
+    fn core(&self) -> &Core {
+        &self.core
+    }
+    fn call(&mut self, cb: Callback) -> bool {
+        TxRunner::call(self, cb)
+    }
+    fn stop_timeout(&self) -> Duration {
+        self.config.stop_timeout
     }
 }
 
