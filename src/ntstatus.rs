@@ -56,6 +56,10 @@ impl NtStatus {
     pub const OBJECTID_EXISTS: Self = Self(0xC000_022B_u32 as i32);
     /// ERROR_NOT_FOUND
     pub const NOT_FOUND: Self = Self(0xC000_0225_u32 as i32);
+    /// ERROR_INVALID_ADDRESS
+    pub const INVALID_ADDRESS: Self = Self(0xC000_0141_u32 as i32);
+    /// ERROR_INVALID_MESSAGE
+    pub const INVALID_MESSAGE: Self = Self(0xC000_0702_u32 as i32);
     /// ERROR_CONNECTION_ABORTED
     pub const CONNECTION_ABORTED: Self = Self(0xC000_0241_u32 as i32);
     /// ERROR_FILE_NOT_FOUND

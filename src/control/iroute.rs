@@ -126,6 +126,28 @@ impl<V: Copy + PartialEq> Trie<V> {
         best
     }
 
+    /// Every route as (key, bits, value), depth first. The explicit stack
+    /// holds at most one pending sibling per level, so `MAX_DEPTH + 1`.
+    fn for_each(&self, mut f: impl FnMut(u128, u32, V)) {
+        const MAX_DEPTH: usize = 128;
+        let mut stack = [(0u32, 0u32, 0u128); MAX_DEPTH + 1];
+        let mut len = usize::from(!self.nodes.is_empty());
+        while len > 0 {
+            len -= 1;
+            let (node, depth, key) = stack[len];
+            let Some(n) = self.nodes.get(node as usize) else { continue };
+            if let Some(v) = n.value {
+                f(key, depth, v);
+            }
+            for (b, &child) in n.child.iter().enumerate().rev() {
+                if child != NONE && len < stack.len() && depth < 128 {
+                    stack[len] = (child, depth + 1, key | ((b as u128) << (127 - depth)));
+                    len += 1;
+                }
+            }
+        }
+    }
+
     fn remove_value(&mut self, value: V) -> usize {
         let mut removed = 0;
         for n in &mut self.nodes {
@@ -214,6 +236,17 @@ impl<V: Copy + PartialEq> RouteTable<V> {
         }
     }
 
+    /// Every route as (prefix, netbits, value): IPv4 first, each family in
+    /// address order. Allocates; for snapshots and diagnostics, not per packet.
+    pub fn routes(&self) -> Vec<(IpAddr, u8, V)> {
+        let mut out = Vec::with_capacity(self.len());
+        self.v4.for_each(|key, bits, v| {
+            out.push((IpAddr::V4(core::net::Ipv4Addr::from((key >> 96) as u32)), bits as u8, v));
+        });
+        self.v6.for_each(|key, bits, v| out.push((IpAddr::V6(core::net::Ipv6Addr::from(key)), bits as u8, v)));
+        out
+    }
+
     /// Removes every route pointing at `value` (a deleted peer); returns how many.
     pub fn remove_value(&mut self, value: V) -> usize {
         self.v4.remove_value(value) + self.v6.remove_value(value)
@@ -299,6 +332,19 @@ mod tests {
         assert_eq!(t.lookup(v4("192.168.1.5")), None);
         assert_eq!(t.lookup(v4("10.0.0.3")), Some(2));
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn routes_lists_every_prefix_with_host_bits_cleared() {
+        let mut t = RouteTable::new();
+        t.insert(v4("10.8.5.99"), 24, 2).unwrap();
+        t.insert(v4("0.0.0.0"), 0, 9).unwrap();
+        t.insert(v6("fd00::1"), 128, 5).unwrap();
+        t.insert(v4("10.8.5.7"), 32, 3).unwrap();
+        assert_eq!(
+            t.routes(),
+            [(v4("0.0.0.0"), 0, 9), (v4("10.8.5.0"), 24, 2), (v4("10.8.5.7"), 32, 3), (v6("fd00::1"), 128, 5)]
+        );
     }
 
     #[test]

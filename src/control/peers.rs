@@ -8,7 +8,7 @@
 //! changes it), and counters and activity stamps as atomics.
 
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use core::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
 
 use crate::crypto::AeadKey;
 use crate::crypto::slots::{RxSlots, TxSlots};
@@ -58,7 +58,10 @@ impl PeerStats {
 
 /// One peer.
 pub struct Peer<K> {
-    id: PeerId,
+    /// The id sent in P_DATA_V2 headers. Fixed in MP; in P2P NEW_PEER has no
+    /// id field, so it starts at 0 and takes the PeerId of each NEW_KEY (the
+    /// id the server pushed, which the server expects in our headers).
+    id: AtomicU32,
     vpn_v4: Option<Ipv4Addr>,
     vpn_v6: Option<Ipv6Addr>,
     /// Keys used to send: the primary slot.
@@ -86,7 +89,7 @@ impl<K: AeadKey> Peer<K> {
         now: Instant,
     ) -> Self {
         Self {
-            id,
+            id: AtomicU32::new(id.get()),
             vpn_v4,
             vpn_v6,
             tx: SpinLock::new(TxSlots::default()),
@@ -102,7 +105,13 @@ impl<K: AeadKey> Peer<K> {
 
 impl<K> Peer<K> {
     pub fn id(&self) -> PeerId {
-        self.id
+        // Only ever stored from a PeerId, so always in range.
+        PeerId::new(self.id.load(Ordering::Relaxed)).unwrap_or(PeerId::UNDEFINED)
+    }
+
+    /// P2P: the id NEW_KEY names becomes the id sent in headers.
+    pub(crate) fn set_id(&self, id: PeerId) {
+        self.id.store(id.get(), Ordering::Relaxed);
     }
 
     pub fn vpn_v4(&self) -> Option<Ipv4Addr> {

@@ -17,6 +17,8 @@ use crate::ntstatus::NtStatus;
 pub mod sync;
 pub mod time;
 
+#[cfg(not(windows))]
+pub mod host;
 #[cfg(windows)]
 pub mod windows;
 

@@ -1,4 +1,16 @@
 //! The Windows kernel binding layer.
+//!
+//! `netadaptercx` and `wsk` are the project's own declarations, written from
+//! `wdk-abi-facts.md` and independent of the WDK crates, so they type-check
+//! for the Windows target on any host (`--no-default-features`).
+
+pub mod netadaptercx;
+pub mod wsk;
+
+// Compares the declarations above with bindgen's output for the real
+// headers; needs the WDK, so only with the `wdk` feature.
+#[cfg(feature = "wdk")]
+mod abi_check;
 
 pub mod bcrypt;
 pub mod cng;

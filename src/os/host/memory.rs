@@ -1,0 +1,296 @@
+//! Memory the host model plays the OS with: blocks it allocates and owns,
+//! and element arrays (rings, extensions) with a shadow of what the OS last
+//! wrote, so that any byte the driver changed where it owned nothing is found
+//! after the fact.
+//!
+//! All raw memory access of the model is here; the rest of `os::host` works
+//! on copies.
+
+use core::ops::Range;
+use core::ptr::NonNull;
+use core::sync::atomic::AtomicU32;
+use std::alloc::{Layout, alloc, dealloc};
+use std::vec::Vec;
+
+use crate::netcx::ring::{IndexRange, range_count};
+
+/// Pattern of bytes that are never part of an element (stride padding,
+/// the tail of a ring allocation): the driver must never write them.
+pub(crate) const CANARY: u8 = 0xA5;
+/// Pattern of element bytes the OS has not handed out yet.
+pub(crate) const NEVER_HANDED_OUT: u8 = 0x5A;
+
+/// One allocation the model owns, 64-byte aligned (the NET_RING alignment,
+/// enough for any element).
+pub(crate) struct Block {
+    ptr: NonNull<u8>,
+    layout: Layout,
+}
+
+// SAFETY: a Block is the sole owner of its heap allocation; moving it to
+// another thread moves that ownership. Sharing (Sync) is not claimed.
+unsafe impl Send for Block {}
+
+impl Block {
+    /// `size` bytes (at least 1), every byte `fill`.
+    pub(crate) fn new(size: usize, fill: u8) -> Self {
+        let layout = Layout::from_size_align(size.max(1), 64).expect("block size");
+        // SAFETY: the layout has a non-zero size.
+        let ptr = NonNull::new(unsafe { alloc(layout) }).expect("host model out of memory");
+        // SAFETY: the allocation is `layout.size()` bytes, freshly ours.
+        unsafe { ptr.as_ptr().write_bytes(fill, layout.size()) };
+        Self { ptr, layout }
+    }
+
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.layout.size()
+    }
+
+    fn check(&self, offset: usize, len: usize) {
+        assert!(offset.checked_add(len).is_some_and(|end| end <= self.len()), "host model: access outside a block");
+    }
+
+    /// Copies bytes out. Raw copy, no reference to the block is formed.
+    pub(crate) fn read(&self, offset: usize, out: &mut [u8]) {
+        self.check(offset, out.len());
+        // SAFETY: in bounds (checked). The model reads only bytes the OS
+        // owns (elements outside [BeginIndex, EndIndex), padding, returned
+        // payload); a driver writing them at the same time is the very
+        // violation being detected.
+        unsafe { core::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(offset), out.as_mut_ptr(), out.len()) };
+    }
+
+    /// Copies bytes in.
+    pub(crate) fn write(&self, offset: usize, data: &[u8]) {
+        self.check(offset, data.len());
+        // SAFETY: in bounds (checked); the OS side writes only elements it
+        // owns (not yet handed out, or given back by BeginIndex).
+        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().add(offset), data.len()) };
+    }
+
+    pub(crate) fn fill(&self, offset: usize, len: usize, byte: u8) {
+        self.check(offset, len);
+        // SAFETY: in bounds (checked); as for `write`, memory the OS owns.
+        unsafe { self.ptr.as_ptr().add(offset).write_bytes(byte, len) };
+    }
+
+    /// A ring index field (EndIndex, BeginIndex) as the atomic both sides
+    /// use.
+    pub(crate) fn atomic_u32(&self, offset: usize) -> &AtomicU32 {
+        self.check(offset, 4);
+        assert!(offset % 4 == 0, "index fields are 4-byte aligned");
+        // SAFETY: in bounds and aligned (block is 64-aligned, offset a
+        // multiple of 4); the field is only ever accessed atomically by the
+        // driver (RingView) and by the model, and lives as long as `self`.
+        unsafe { AtomicU32::from_ptr(self.ptr.as_ptr().add(offset).cast()) }
+    }
+}
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout, freed once.
+        unsafe { dealloc(self.ptr.as_ptr(), self.layout) };
+    }
+}
+
+/// Copies `len` bytes at a driver-supplied address, as NetAdapterCx reads an
+/// indicated fragment.
+///
+/// # Safety
+/// `addr` is valid for reads of `len` bytes: the driver promised it by
+/// indicating a fragment with this VirtualAddress and Capacity (datapath
+/// facts: the memory stays mapped while the ReturnContext is outstanding),
+/// and the verifier found it in no released range.
+pub(crate) unsafe fn read_foreign(addr: *const u8, len: usize) -> Vec<u8> {
+    let mut out = std::vec![0u8; len];
+    // SAFETY: caller's contract; `out` is a fresh buffer of `len` bytes.
+    unsafe { core::ptr::copy_nonoverlapping(addr, out.as_mut_ptr(), len) };
+    out
+}
+
+/// Where a byte the driver must not write was found changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Damage {
+    /// A header byte at this offset (outside BeginIndex/NextIndex/Scratch).
+    Header(usize),
+    /// The element at this index, which the driver did not own.
+    Element(u32),
+    /// The stride padding after the element at this index.
+    Padding(u32),
+    /// The unused tail of the allocation, at this offset.
+    Tail(usize),
+}
+
+/// An array of `count` elements of `elem_size` bytes, `stride` apart,
+/// starting at `base` in its block (64 for a ring, 0 for an extension),
+/// with a shadow copy of what the OS last wrote.
+pub(crate) struct ElementArray {
+    block: Block,
+    base: usize,
+    stride: usize,
+    elem_size: usize,
+    mask: u32,
+    /// Header bytes the driver may write (BeginIndex, NextIndex, Scratch).
+    driver_header: Range<usize>,
+    shadow: Vec<u8>,
+    scratch: Vec<u8>,
+}
+
+impl ElementArray {
+    /// `count` (a power of two) elements; header bytes before `base` are
+    /// left for the caller to initialise, then [`ElementArray::resync`].
+    pub(crate) fn new(
+        size: usize,
+        base: usize,
+        stride: usize,
+        elem_size: usize,
+        count: u32,
+        driver_header: Range<usize>,
+    ) -> Self {
+        assert!(count.is_power_of_two() && count > 1 && stride >= elem_size);
+        assert!(base + stride * count as usize <= size);
+        let block = Block::new(size, CANARY);
+        for i in 0..count as usize {
+            block.fill(base + i * stride, elem_size, NEVER_HANDED_OUT);
+        }
+        let shadow = std::vec![0u8; block.len()];
+        let mut array = Self {
+            block,
+            base,
+            stride,
+            elem_size,
+            mask: count - 1,
+            driver_header,
+            shadow,
+            scratch: std::vec![0; stride],
+        };
+        array.resync();
+        array
+    }
+
+    pub(crate) fn block(&self) -> &Block {
+        &self.block
+    }
+
+    pub(crate) fn mask(&self) -> u32 {
+        self.mask
+    }
+
+    pub(crate) fn stride(&self) -> usize {
+        self.stride
+    }
+
+    fn element_offset(&self, index: u32) -> usize {
+        self.base + (index & self.mask) as usize * self.stride
+    }
+
+    /// Takes the whole block as the new expected image.
+    pub(crate) fn resync(&mut self) {
+        let mut shadow = core::mem::take(&mut self.shadow);
+        self.block.read(0, &mut shadow);
+        self.shadow = shadow;
+    }
+
+    /// Reads element `index` (its `elem_size` bytes) into `out`.
+    pub(crate) fn read_element(&self, index: u32, out: &mut [u8]) {
+        assert!(out.len() <= self.elem_size);
+        self.block.read(self.element_offset(index), out);
+    }
+
+    /// The OS writes element `index` (a prefix of its bytes); the shadow
+    /// follows.
+    pub(crate) fn write_element(&mut self, index: u32, data: &[u8]) {
+        assert!(data.len() <= self.elem_size);
+        let at = self.element_offset(index);
+        self.block.write(at, data);
+        self.shadow[at..at + data.len()].copy_from_slice(data);
+    }
+
+    /// A header field the OS writes (EndIndex); the shadow follows.
+    pub(crate) fn note_header_write(&mut self, offset: usize, data: &[u8]) {
+        self.shadow[offset..offset + data.len()].copy_from_slice(data);
+    }
+
+    /// Elements `[from, to)` came back from the driver: their bytes as they
+    /// are now become the expected image.
+    pub(crate) fn adopt(&mut self, from: u32, to: u32) {
+        for index in IndexRange::new(self.mask, from, to) {
+            let at = self.element_offset(index);
+            let mut shadow = core::mem::take(&mut self.shadow);
+            self.block.read(at, &mut shadow[at..at + self.elem_size]);
+            self.shadow = shadow;
+        }
+    }
+
+    /// Compares every byte the driver may not write, given that it owned
+    /// `[begin, end)`, with the expected image. Changed bytes are reported
+    /// and taken as the new image, so each write is reported once.
+    pub(crate) fn check(&mut self, begin: u32, end: u32, out: &mut Vec<Damage>) {
+        let owned = range_count(self.mask, begin, end);
+        let mut header = std::vec![0u8; self.base];
+        self.block.read(0, &mut header);
+        for (offset, byte) in header.iter().enumerate() {
+            if !self.driver_header.contains(&offset) && *byte != self.shadow[offset] {
+                out.push(Damage::Header(offset));
+                self.shadow[offset] = *byte;
+            }
+        }
+        for index in 0..=self.mask {
+            let at = self.element_offset(index);
+            if range_count(self.mask, begin, index) >= owned {
+                self.compare(at, self.elem_size, Damage::Element(index), out);
+            }
+            self.compare(at + self.elem_size, self.stride - self.elem_size, Damage::Padding(index), out);
+        }
+        let tail = self.base + self.stride * (self.mask as usize + 1);
+        if tail < self.block.len() {
+            let mut bytes = std::vec![0u8; self.block.len() - tail];
+            self.block.read(tail, &mut bytes);
+            if bytes[..] != self.shadow[tail..] {
+                out.push(Damage::Tail(tail));
+                self.shadow[tail..].copy_from_slice(&bytes);
+            }
+        }
+    }
+
+    fn compare(&mut self, at: usize, len: usize, damage: Damage, out: &mut Vec<Damage>) {
+        if len == 0 {
+            return;
+        }
+        let mut scratch = core::mem::take(&mut self.scratch);
+        self.block.read(at, &mut scratch[..len]);
+        if scratch[..len] != self.shadow[at..at + len] {
+            out.push(damage);
+            self.shadow[at..at + len].copy_from_slice(&scratch[..len]);
+        }
+        self.scratch = scratch;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_outside_ownership_are_found_once() {
+        let mut a = ElementArray::new(64 + 8 * 16, 64, 16, 12, 8, 48..64);
+        let mut damage = Vec::new();
+        a.check(0, 0, &mut damage);
+        assert!(damage.is_empty());
+        // The driver owns [2, 4); element 5 and the padding of 2 are not its.
+        a.block().write(64 + 16 * 5, &[1]);
+        a.block().write(64 + 16 * 2 + 12, &[1]);
+        a.block().write(64 + 16 * 3, &[1]);
+        a.block().write(50, &[1]);
+        a.block().write(12, &[1]);
+        a.check(2, 4, &mut damage);
+        assert_eq!(damage, [Damage::Header(12), Damage::Padding(2), Damage::Element(5)]);
+        damage.clear();
+        a.check(2, 4, &mut damage);
+        assert!(damage.is_empty(), "reported once");
+    }
+}

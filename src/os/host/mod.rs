@@ -1,0 +1,15 @@
+//! The user-mode model of the kernel services (`cfg(not(windows))`): the OS
+//! side that the real data path runs against on Linux, with the real
+//! structure layouts, from its own threads, failing the test on any
+//! ownership violation a real kernel would punish.
+//!
+//! - [`netadapter`]: NetAdapterCx for one adapter's RX and TX queues.
+//! - [`verifier`]: the shared record of violations, loans and released
+//!   memory that every part of the model (and the test) reports to.
+//! - [`wsk`]: Winsock Kernel sockets over real UDP/TCP and an in-memory
+//!   loopback, with its own ownership verifier.
+
+mod memory;
+pub mod netadapter;
+pub mod verifier;
+pub mod wsk;
