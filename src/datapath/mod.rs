@@ -196,6 +196,13 @@ impl<O: Os, P: Peers<KeyOf<O>>> Datapath<O, P> {
         }
     }
 
+    /// Whether an RX queue is started (received data can be indicated);
+    /// until then, and after a cancel, received data is dropped
+    /// ([`DropReason::RxQueueStopped`]).
+    pub fn rx_started(&self) -> bool {
+        self.shared.rx.accepting()
+    }
+
     /// NEW_PEER (UDP): opens the socket bound to `local`; with `remote`
     /// (P2P) only its datagrams are accepted.
     pub fn open_udp(&self, local: SocketAddr, remote: Option<SocketAddr>, ipv6_only: bool) -> Result<(), NtStatus> {

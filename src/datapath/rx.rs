@@ -161,6 +161,10 @@ impl<O: Os, P: Peers<KeyOf<O>>> RxState<O, P> {
         self.pending.lock().queue.len()
     }
 
+    pub fn accepting(&self) -> bool {
+        self.pending.lock().accepting
+    }
+
     fn set_accepting(&self, accepting: bool) {
         self.pending.lock().accepting = accepting;
     }
