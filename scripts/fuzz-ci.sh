@@ -48,7 +48,7 @@ echo "== fuzz: build (nightly, $TRIPLE)"
 cargo +nightly build --locked --manifest-path fuzz/Cargo.toml --target "$TRIPLE" \
     --release --config 'profile.release.debug="line-tables-only"' --bins
 
-BIN_DIR="fuzz/target/$TRIPLE/release"
+BIN_DIR="${CARGO_TARGET_DIR:-fuzz/target}/$TRIPLE/release"
 failed=()
 for target in "${TARGETS[@]}"; do
     echo "== fuzz: $target for ${FUZZ_SECONDS}s"
