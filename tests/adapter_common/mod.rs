@@ -234,8 +234,24 @@ impl Node {
     /// socket exists, or for TCP once connected), the primary key, the
     /// keepalive, START_VPN.
     pub fn p2p_up(&self, local: SocketAddr, remote: SocketAddr, proto: i32, side: Side, keepalive: (i32, i32)) {
+        self.p2p_up_with_key(local, remote, proto, side, keepalive, 1, 1);
+    }
+
+    /// [`Node::p2p_up`] with key `key_id`'s material and the peer id the
+    /// server gave this client.
+    #[allow(clippy::too_many_arguments)]
+    pub fn p2p_up_with_key(
+        &self,
+        local: SocketAddr,
+        remote: SocketAddr,
+        proto: i32,
+        side: Side,
+        keepalive: (i32, i32),
+        key_id: u8,
+        peer_id: i32,
+    ) {
         self.parks_then_succeeds(Ioctl::NewPeer, &new_peer(local, remote, proto), 0);
-        self.new_key(side, PRIMARY, 1, 1);
+        self.new_key(side, PRIMARY, key_id, peer_id);
         self.ok(Ioctl::SetPeer, &set_peer(keepalive.0, keepalive.1, -1), 0);
         self.ok(Ioctl::StartVpn, &[], 0);
         assert!(self.os.link_up(), "START_VPN connects the adapter");
