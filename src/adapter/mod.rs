@@ -502,3 +502,6 @@ impl<O: Os, R: Request + Send + 'static> AdapterDatapath for Adapter<O, R> {
         self.datapath.return_rx_buffer(return_context);
     }
 }
+
+#[cfg(test)]
+mod tests;
