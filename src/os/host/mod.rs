@@ -12,4 +12,5 @@
 mod memory;
 pub mod netadapter;
 pub mod verifier;
+mod wake;
 pub mod wsk;
