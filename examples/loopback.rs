@@ -87,7 +87,7 @@ mod run {
 
     /// Violations so far (leaks are only known at teardown) and bad bytes.
     fn trouble(pair: &Pair) -> u64 {
-        let mut n = pair.wsk.violations().len() as u64;
+        let mut n = pair.wsk_violations().len() as u64;
         for node in [&pair.a, &pair.b] {
             n += node.violations() as u64;
             n += node.received.mismatched.load(Ordering::Relaxed);
