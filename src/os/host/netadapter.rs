@@ -11,10 +11,12 @@
 //!
 //! # How writes the driver must not make are found
 //! Every ring and extension array has a shadow: what the OS last wrote
-//! there. Before and after each callback into the driver, every byte the
-//! driver did not own (elements outside `[BeginIndex, EndIndex)`, stride
-//! padding, header fields other than BeginIndex/NextIndex/Scratch) is
-//! compared with the shadow. Elements the driver gives back (BeginIndex
+//! there. After each callback into the driver (after each run of
+//! ReturnRxBuffer calls), every byte the driver did not own (elements
+//! outside `[BeginIndex, EndIndex)`, stride padding, header fields other
+//! than BeginIndex/NextIndex/Scratch) is compared with the shadow; that also
+//! finds writes made between callbacks, because each OS write first compares
+//! the element or header bytes it replaces, so none is erased unseen. Elements the driver gives back (BeginIndex
 //! moved) become the shadow as they are. TX payload memory is compared with
 //! its image at completion, then poisoned and kept a while to catch late
 //! writes. The driver's own threads may write elements it owns at any time;
