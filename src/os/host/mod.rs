@@ -15,4 +15,5 @@ mod memory;
 pub mod netadapter;
 pub mod os;
 pub mod verifier;
+mod wake;
 pub mod wsk;

@@ -11,10 +11,12 @@
 //!
 //! # How writes the driver must not make are found
 //! Every ring and extension array has a shadow: what the OS last wrote
-//! there. Before and after each callback into the driver, every byte the
-//! driver did not own (elements outside `[BeginIndex, EndIndex)`, stride
-//! padding, header fields other than BeginIndex/NextIndex/Scratch) is
-//! compared with the shadow. Elements the driver gives back (BeginIndex
+//! there. After each callback into the driver (after each run of
+//! ReturnRxBuffer calls), every byte the driver did not own (elements
+//! outside `[BeginIndex, EndIndex)`, stride padding, header fields other
+//! than BeginIndex/NextIndex/Scratch) is compared with the shadow; that also
+//! finds writes made between callbacks, because each OS write first compares
+//! the element or header bytes it replaces, so none is erased unseen. Elements the driver gives back (BeginIndex
 //! moved) become the shadow as they are. TX payload memory is compared with
 //! its image at completion, then poisoned and kept a while to catch late
 //! writes. The driver's own threads may write elements it owns at any time;
@@ -36,12 +38,14 @@ use core::time::Duration;
 use std::boxed::Box;
 use std::collections::VecDeque;
 use std::string::String;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use super::wake::Wakeup;
 use std::thread::{self, JoinHandle};
 use std::time::Instant;
 use std::vec::Vec;
 
-use super::memory::{Block, Damage, ElementArray, read_foreign};
+use super::memory::{Block, Damage, ElementArray, read_foreign_into};
 use super::verifier::{LoanKind, QueueKind, Rule, Verifier};
 use crate::netcx::extension::{NetExtension, NetPacketChecksum};
 use crate::netcx::fragment::{MAX_LENGTH, MAX_OFFSET, NetFragment};
@@ -70,6 +74,10 @@ const FRAGMENT_SCRATCH: u64 = 1 << 62;
 /// Completed TX payload blocks kept poisoned, to catch writes after
 /// completion. A model choice: enough to span a few ring generations.
 const TX_QUARANTINE: usize = 64;
+/// TX payload blocks that passed quarantine kept for reuse instead of
+/// freed (a long run would otherwise allocate per packet). A model choice:
+/// a few rings' worth.
+const TX_BLOCK_POOL: usize = 256;
 /// Poison of completed TX payload memory.
 const TX_POISON: u8 = 0xDD;
 /// Filler of the bytes before a TX fragment's Offset and of the backfill.
@@ -161,7 +169,33 @@ pub struct ModelConfig {
     /// Advances the driver may hold TX fragments but no TX packet before
     /// the stall is reported.
     pub tx_stall_advances: u32,
+    /// What the model keeps of the traffic for the test to inspect.
+    pub record: Record,
 }
+
+/// What the upper layer and the protocol keep of the traffic. Every check
+/// runs in both modes; only the test's copy of the data differs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Record {
+    /// Every delivered RX packet and completed TX packet, in
+    /// [`HostNetAdapter::delivered`] and [`HostNetAdapter::completed`].
+    #[default]
+    Everything,
+    /// Counts only (long runs, benchmarks): delivered bytes go to the sink
+    /// ([`HostNetAdapter::on_deliver`]) and are dropped, completed payloads
+    /// are reused by the generator ([`HostNetAdapter::generate`]).
+    Counts,
+}
+
+/// The upper layer's look at each delivered RX packet (its bytes, all
+/// fragments concatenated), on the RX poll thread.
+pub type RxSink = Box<dyn Fn(&[u8]) + Send + Sync>;
+
+/// The protocol making TX packets on demand, on the TX poll thread, when the
+/// queue of [`HostNetAdapter::send`] is empty and the rings have room: gets
+/// the packet's id and a payload buffer to fill (cleared), returns how many
+/// fragments to post it in, or `None` to send nothing now.
+pub type TxGenerator = Box<dyn FnMut(u64, &mut Vec<u8>) -> Option<u16> + Send>;
 
 impl Default for ModelConfig {
     fn default() -> Self {
@@ -178,6 +212,7 @@ impl Default for ModelConfig {
             upper_layer_timeout: Duration::from_secs(2),
             stop_timeout: Duration::from_secs(5),
             tx_stall_advances: 8,
+            record: Record::Everything,
         }
     }
 }
@@ -292,7 +327,7 @@ struct SignalState {
 #[derive(Default)]
 struct Signal {
     state: Mutex<SignalState>,
-    cv: Condvar,
+    cv: Wakeup,
 }
 
 impl Signal {
@@ -430,6 +465,7 @@ impl RingMemory {
     /// Hands elements up to `end` to the driver: Release, after the
     /// elements were written.
     fn set_end(&mut self, end: u32) {
+        self.array.guard_header();
         self.array.block().atomic_u32(END_INDEX_OFFSET).store(end, Ordering::Release);
         self.array.note_header_write(END_INDEX_OFFSET, &end.to_le_bytes());
     }
@@ -524,11 +560,40 @@ struct Core {
     /// An index went wrong: nothing the driver does on this queue can be
     /// interpreted any more, so no more callbacks are made.
     failed: bool,
+    /// Inside a run of ReturnRxBuffer calls: the memory check around each
+    /// is left to one check after the run ([`Core::end_returns`]).
+    in_returns: bool,
 }
 
 impl Core {
     fn new(kind: QueueKind, mem: QueueMemory, verifier: Arc<Verifier>) -> Self {
-        Self { kind, mem, packets: Owned::default(), fragments: Owned::default(), verifier, failed: false }
+        Self {
+            kind,
+            mem,
+            packets: Owned::default(),
+            fragments: Owned::default(),
+            verifier,
+            failed: false,
+            in_returns: false,
+        }
+    }
+
+    /// A run of ReturnRxBuffer calls (the upper layer giving back what is
+    /// due) starts. Between two of them the model writes no ring memory, and
+    /// an element the driver did not own cannot be handed back (adopted), so
+    /// a write where the driver owned nothing stays in memory until the
+    /// check at [`Core::end_returns`], which runs before the model writes
+    /// anything again: every such write is still found, reported against
+    /// the run instead of one call. Index checks stay per call.
+    fn begin_returns(&mut self) {
+        self.in_returns = true;
+    }
+
+    fn end_returns(&mut self, calls: usize) {
+        self.in_returns = false;
+        if calls > 0 && !self.failed {
+            self.check_memory(&std::format!("before or during a run of {calls} ReturnRxBuffer calls"));
+        }
     }
 
     fn report(&self, rule: Rule, message: String) {
@@ -636,13 +701,19 @@ impl Core {
                 ),
             );
         }
-        self.check_memory(&std::format!("before {cb:?} (between callbacks)"));
+        // No memory check before the callback: nothing the model wrote since
+        // the last one was written over a driver's write unseen (the
+        // element and header writes check what they replace), so the check
+        // after the callback finds whatever was written in between too,
+        // against the same ownership.
         f();
         let (p1, f1) = (self.mem.packets.begin(), self.mem.fragments.begin());
         let (pm, fm) = (self.packet_mask(), self.fragment_mask());
         let ok_p = self.check_begin("packet", self.packets, p1, pm, cb);
         let ok_f = self.check_begin("fragment", self.fragments, f1, fm, cb);
-        self.check_memory(&std::format!("during {cb:?}"));
+        if !self.in_returns {
+            self.check_memory(&std::format!("before or during {cb:?}"));
+        }
         if !(ok_p && ok_f) {
             self.failed = true;
             return None;
@@ -707,16 +778,30 @@ fn poisoned_rx_fragment() -> u64 {
     f.bits()
 }
 
+/// Packets seen so far: all of them ([`Record::Everything`]) or a count.
+struct Seen<T> {
+    items: Vec<T>,
+    count: usize,
+}
+
+impl<T> Default for Seen<T> {
+    fn default() -> Self {
+        Self { items: Vec::new(), count: 0 }
+    }
+}
+
 /// State shared by the adapter's test-facing handle and its poll threads.
 #[derive(Default)]
 struct Shared {
-    delivered: Mutex<Vec<DeliveredPacket>>,
-    delivered_cv: Condvar,
-    completed: Mutex<Vec<CompletedTx>>,
-    completed_cv: Condvar,
+    delivered: Mutex<Seen<DeliveredPacket>>,
+    delivered_cv: Wakeup,
+    completed: Mutex<Seen<CompletedTx>>,
+    completed_cv: Wakeup,
     source: Mutex<VecDeque<(u64, TxPacket)>>,
     next_tx_id: AtomicU64,
     stats: Mutex<Stats>,
+    sink: OnceLock<RxSink>,
+    generator: Mutex<Option<TxGenerator>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -747,6 +832,11 @@ struct RxRunner<D: AdapterDatapath> {
     held: VecDeque<Held>,
     held_fragments: u32,
     cancelled: bool,
+    /// Reused per packet: context lists of returned packets, the packets
+    /// due for return, the bytes of the packet being delivered.
+    spare_contexts: Vec<Vec<usize>>,
+    due: Vec<Held>,
+    bytes: Vec<u8>,
 }
 
 impl<D: AdapterDatapath> RxRunner<D> {
@@ -866,8 +956,13 @@ impl<D: AdapterDatapath> RxRunner<D> {
     /// One indicated packet whose fragments are in range.
     fn translate(&mut self, index: u32, b: [u8; PACKET_SIZE], first: u32, count: u16) {
         let fm = self.core.fragment_mask();
-        let mut contexts = Vec::with_capacity(count as usize);
-        let mut bytes = Vec::new();
+        let mut contexts = self.spare_contexts.pop().unwrap_or_default();
+        contexts.clear();
+        let mut bytes = core::mem::take(&mut self.bytes);
+        bytes.clear();
+        // Counting only, one fragment: the sink reads it where it is.
+        let in_place = self.config.record == Record::Counts && count == 1;
+        let mut single: (usize, usize) = (0, 0);
         let mut problem: Option<(Rule, String)> = None;
         for k in 0..count {
             let fi = advance_index(fm, first, u32::from(k));
@@ -927,13 +1022,16 @@ impl<D: AdapterDatapath> RxRunner<D> {
                     ),
                 ))
             } else {
-                // SAFETY: the driver indicated this fragment: VirtualAddress
-                // is mapped for Capacity bytes while its ReturnContext is
-                // outstanding, and Offset + ValidLength ≤ Capacity (checked);
-                // the range overlaps no released memory (checked).
-                bytes.extend_from_slice(&unsafe {
-                    read_foreign((va as *const u8).add(offset as usize), valid as usize)
-                });
+                if in_place {
+                    single = (va + offset as usize, valid as usize);
+                } else {
+                    // SAFETY: the driver indicated this fragment: its
+                    // VirtualAddress is mapped for Capacity bytes while its
+                    // ReturnContext is outstanding, and Offset + ValidLength
+                    // ≤ Capacity (checked); the range overlaps no released
+                    // memory (checked).
+                    unsafe { read_foreign_into((va as *const u8).add(offset as usize), valid as usize, &mut bytes) };
+                }
                 None
             };
         }
@@ -952,15 +1050,32 @@ impl<D: AdapterDatapath> RxRunner<D> {
                 cs.read_element(index, &mut c);
                 NetPacketChecksum::from_bits(c[0])
             });
-            let len = bytes.len() as u64;
-            let mut layout = [0u8; 5];
-            layout.copy_from_slice(&b[6..11]);
-            let packet =
-                DeliveredPacket { bytes, fragments: count, layout: NetPacketLayout::from_bytes(layout), checksum };
-            lock(&self.shared.delivered).push(packet);
+            let view: &[u8] = if in_place {
+                // SAFETY: the fragment checked above (mapped for Capacity
+                // bytes while its ReturnContext is outstanding, which it is
+                // until the upper layer returns it after this; Offset +
+                // ValidLength ≤ Capacity; no released memory).
+                unsafe { core::slice::from_raw_parts(single.0 as *const u8, single.1) }
+            } else {
+                &bytes
+            };
+            let len = view.len() as u64;
+            if let Some(sink) = self.shared.sink.get() {
+                sink(view);
+            }
+            let mut seen = lock(&self.shared.delivered);
+            seen.count += 1;
+            if self.config.record == Record::Everything {
+                let mut layout = [0u8; 5];
+                layout.copy_from_slice(&b[6..11]);
+                let layout = NetPacketLayout::from_bytes(layout);
+                seen.items.push(DeliveredPacket { bytes: bytes.clone(), fragments: count, layout, checksum });
+            }
+            drop(seen);
             self.shared.delivered_cv.notify_all();
             self.shared.stats(|s| s.rx_bytes_indicated += len);
         }
+        self.bytes = bytes;
         self.held_fragments += contexts.len() as u32;
         let held = u64::from(self.held_fragments);
         self.shared.stats(|s| s.rx_max_held_fragments = s.rx_max_held_fragments.max(held));
@@ -970,24 +1085,34 @@ impl<D: AdapterDatapath> RxRunner<D> {
     /// Returns held buffers that are due (all of them with `force`).
     fn return_due(&mut self, force: bool) -> bool {
         let released = self.signal.take_release();
+        if self.held.is_empty() {
+            return false;
+        }
         let now = Instant::now();
-        let mut due = Vec::new();
-        let mut keep = VecDeque::with_capacity(self.held.len());
-        for h in self.held.drain(..) {
+        let mut due = core::mem::take(&mut self.due);
+        // In place, order kept: what is due moves to `due`, the rest stays.
+        for _ in 0..self.held.len() {
+            let Some(h) = self.held.pop_front() else { break };
             if force || released || h.due.is_some_and(|d| d <= now) {
                 due.push(h);
             } else {
-                keep.push_back(h);
+                self.held.push_back(h);
             }
         }
-        self.held = keep;
         let any = !due.is_empty();
-        for h in due {
+        let mut calls = 0;
+        self.core.begin_returns();
+        for mut h in due.drain(..) {
             self.held_fragments -= h.contexts.len() as u32;
-            for context in h.contexts {
+            for &context in &h.contexts {
                 self.return_buffer(context);
+                calls += 1;
             }
+            h.contexts.clear();
+            self.spare_contexts.push(h.contexts);
         }
+        self.core.end_returns(calls);
+        self.due = due;
         any
     }
 
@@ -1123,10 +1248,44 @@ trait Draining {
 
 /// One posted TX fragment's memory: what it held at post, and which bytes
 /// (the backfill) the driver may write.
+/// Besides the backfill, the block holds [`TX_LEAD_FILL`] around `data`,
+/// and `data` holds the packet payload's bytes `source`: the image it is
+/// compared with at completion, without a copy of its own.
 struct TxBuffer {
     block: Block,
-    image: Vec<u8>,
     writable: core::ops::Range<usize>,
+    data: core::ops::Range<usize>,
+    source: core::ops::Range<usize>,
+}
+
+impl TxBuffer {
+    /// Whether every byte but the backfill still is what the OS posted.
+    fn intact(&self, payload: &[u8]) -> bool {
+        let Some(posted) = payload.get(self.source.clone()) else { return false };
+        let (b, w, d) = (&self.block, &self.writable, &self.data);
+        b.all_in(0, w.start, TX_LEAD_FILL)
+            && b.all_in(w.end, d.start - w.end, TX_LEAD_FILL)
+            && b.holds(d.start, posted)
+            && b.all_in(d.end, b.len() - d.end, TX_LEAD_FILL)
+    }
+
+    /// The first byte (outside the backfill) that differs from what the OS
+    /// posted.
+    fn first_change(&self, payload: &[u8], current: &mut Vec<u8>) -> usize {
+        current.resize(self.block.len(), 0);
+        self.block.read(0, current);
+        let posted = payload.get(self.source.clone()).unwrap_or(&[]);
+        (0..current.len())
+            .find(|&i| {
+                let expected = match i {
+                    _ if self.writable.contains(&i) => return false,
+                    _ if self.data.contains(&i) => posted.get(i - self.data.start).copied().unwrap_or(!current[i]),
+                    _ => TX_LEAD_FILL,
+                };
+                current[i] != expected
+            })
+            .unwrap_or(0)
+    }
 }
 
 /// A TX packet the driver owns.
@@ -1156,10 +1315,17 @@ struct TxRunner<Q: PacketQueue> {
     signal: Arc<Signal>,
     posted: VecDeque<PostedTx>,
     expected: Vec<Option<ExpectedFragment>>,
-    quarantine: VecDeque<Block>,
+    quarantine: VecDeque<TxBuffer>,
     stall_advances: u32,
     stall_reported: bool,
     cancelled: bool,
+    /// Reused instead of allocated per packet: payload blocks that passed
+    /// quarantine, fragment lists, generator payloads ([`Record::Counts`]),
+    /// and the buffer completed memory is read into.
+    free_blocks: Vec<TxBuffer>,
+    spare_lists: Vec<Vec<TxBuffer>>,
+    spare_payloads: Vec<Vec<u8>>,
+    scratch: Vec<u8>,
 }
 
 fn infer_layout(payload: &[u8]) -> NetPacketLayout {
@@ -1237,10 +1403,16 @@ impl<Q: PacketQueue> TxRunner<Q> {
                 let mut source = lock(&self.shared.source);
                 match source.front() {
                     Some((_, p)) if self.fragments_needed(p) <= free_fragments => source.pop_front(),
-                    _ => None,
+                    Some(_) => break,
+                    None => None,
                 }
             };
-            let Some((id, packet)) = next else { break };
+            let Some((id, packet)) = next.or_else(|| self.generate()) else { break };
+            if self.fragments_needed(&packet) > free_fragments {
+                // Generated but too many fragments for now: first in line.
+                lock(&self.shared.source).push_front((id, packet));
+                break;
+            }
             if !packet.ignore && packet.payload.len() > self.config.maximum_frame_size as usize {
                 self.shared.stats(|s| s.tx_dropped_oversize += 1);
                 continue;
@@ -1258,23 +1430,50 @@ impl<Q: PacketQueue> TxRunner<Q> {
         posted
     }
 
+    /// The protocol's next packet from the generator, if there is one.
+    fn generate(&mut self) -> Option<(u64, TxPacket)> {
+        let mut generator = lock(&self.shared.generator);
+        let generate = generator.as_mut()?;
+        let mut payload = self.spare_payloads.pop().unwrap_or_default();
+        payload.clear();
+        let id = self.shared.next_tx_id.fetch_add(1, Ordering::Relaxed);
+        match generate(id, &mut payload) {
+            Some(fragments) => Some((id, TxPacket::new(payload).split(fragments))),
+            None => {
+                self.spare_payloads.push(payload);
+                None
+            }
+        }
+    }
+
+    /// A payload block of `len` bytes: one that passed quarantine, or new.
+    /// Its bytes are all rewritten by the caller.
+    fn take_block(&mut self, len: usize) -> Block {
+        match self.free_blocks.iter().rposition(|b| b.block.len() == len.max(1)) {
+            Some(i) => self.free_blocks.swap_remove(i).block,
+            None => Block::new(len, TX_LEAD_FILL),
+        }
+    }
+
     fn write_packet(&mut self, id: u64, packet: TxPacket) {
         let (pm, fm) = (self.core.packet_mask(), self.core.fragment_mask());
         let count = self.fragments_needed(&packet);
         let first = self.core.fragments.end;
-        let mut buffers = Vec::with_capacity(count as usize);
+        let mut buffers = self.spare_lists.pop().unwrap_or_default();
         let chunks = if count == 0 { Vec::new() } else { split(&packet.payload, count as usize) };
+        let mut source = 0;
         for (k, chunk) in chunks.iter().enumerate() {
             let (lead, backfill) = if k == 0 {
                 (self.config.tx_first_fragment_offset as usize, self.config.tx_backfill as usize)
             } else {
                 (0, 0)
             };
-            let block = Block::new(lead + backfill + chunk.len(), TX_LEAD_FILL);
+            let used = lead + backfill + chunk.len();
+            let block = self.take_block(used);
+            block.fill(0, lead, TX_LEAD_FILL);
+            block.fill(used, block.len() - used, TX_LEAD_FILL);
             block.fill(lead, backfill, TX_BACKFILL_FILL);
             block.write(lead + backfill, chunk);
-            let mut image = std::vec![0u8; block.len()];
-            block.read(0, &mut image);
             let mut f = NetFragment::default();
             f.set_valid_length((backfill + chunk.len()) as u32).expect("TX fragment length");
             f.set_capacity((lead + backfill + chunk.len()) as u32).expect("TX fragment capacity");
@@ -1284,7 +1483,13 @@ impl<Q: PacketQueue> TxRunner<Q> {
             self.core.mem.fragments.array.write_element(fi, &f.bits().to_le_bytes());
             self.core.mem.virtual_address.write_element(fi, &va.to_le_bytes());
             self.expected[fi as usize] = Some(ExpectedFragment { packet_id: id, bits: f.bits(), virtual_address: va });
-            buffers.push(TxBuffer { block, image, writable: lead..lead + backfill });
+            buffers.push(TxBuffer {
+                block,
+                writable: lead..lead + backfill,
+                data: lead + backfill..used,
+                source: source..source + chunk.len(),
+            });
+            source += chunk.len();
         }
         self.core.fragments.end = advance_index(fm, first, count);
         let layout = packet.layout.unwrap_or_else(|| infer_layout(&packet.payload));
@@ -1359,47 +1564,59 @@ impl<Q: PacketQueue> TxRunner<Q> {
                 ),
             );
         }
-        for (k, buffer) in posted.buffers.into_iter().enumerate() {
-            let mut current = std::vec![0u8; buffer.block.len()];
-            buffer.block.read(0, &mut current);
-            let changed = (0..current.len()).find(|&i| !buffer.writable.contains(&i) && current[i] != buffer.image[i]);
-            if let Some(at) = changed {
+        let mut buffers = posted.buffers;
+        for (k, buffer) in buffers.drain(..).enumerate() {
+            if !buffer.intact(&posted.payload) {
+                let at = buffer.first_change(&posted.payload, &mut self.scratch);
                 self.core.report(
                     Rule::TxPayloadModified,
                     std::format!("packet id {} fragment {k}: OS-owned byte {at} changed before completion", posted.id),
                 );
             }
             buffer.block.fill(0, buffer.block.len(), TX_POISON);
-            self.quarantine.push_back(buffer.block);
+            self.quarantine.push_back(buffer);
             if self.quarantine.len() > TX_QUARANTINE {
                 self.check_quarantined_front();
             }
         }
+        self.spare_lists.push(buffers);
         let len = posted.payload.len() as u64;
         self.shared.stats(|s| {
             s.tx_packets_completed += 1;
             s.tx_bytes_completed += len;
         });
-        lock(&self.shared.completed).push(CompletedTx {
-            id: posted.id,
-            payload: posted.payload,
-            ignored: posted.ignored,
-        });
+        let mut seen = lock(&self.shared.completed);
+        seen.count += 1;
+        if self.config.record == Record::Everything {
+            seen.items.push(CompletedTx { id: posted.id, payload: posted.payload, ignored: posted.ignored });
+        } else if self.spare_payloads.len() < TX_BLOCK_POOL {
+            self.spare_payloads.push(posted.payload);
+        }
+        drop(seen);
         self.shared.completed_cv.notify_all();
     }
 
-    fn check_quarantined_front(&mut self) {
-        let Some(block) = self.quarantine.pop_front() else { return };
-        let mut current = std::vec![0u8; block.len()];
-        block.read(0, &mut current);
-        if let Some(at) = current.iter().position(|&b| b != TX_POISON) {
-            self.core.report(
+    /// Whether `block` still holds only the poison it got at completion.
+    fn poison_intact(core: &Core, scratch: &mut Vec<u8>, block: &Block) {
+        if !block.all(TX_POISON) {
+            scratch.resize(block.len(), 0);
+            block.read(0, scratch);
+            let at = scratch.iter().position(|&b| b != TX_POISON).unwrap_or(0);
+            core.report(
                 Rule::TxPayloadModified,
                 std::format!(
                     "completed TX buffer at {:#x}: byte {at} written after completion",
                     block.as_ptr() as usize
                 ),
             );
+        }
+    }
+
+    fn check_quarantined_front(&mut self) {
+        let Some(buffer) = self.quarantine.pop_front() else { return };
+        Self::poison_intact(&self.core, &mut self.scratch, &buffer.block);
+        if self.free_blocks.len() < TX_BLOCK_POOL {
+            self.free_blocks.push(buffer);
         }
     }
 
@@ -1459,27 +1676,13 @@ impl<Q: PacketQueue> TxRunner<Q> {
         }
         self.stop_sequence();
         self.signal.poke(|s| s.life = Life::Stopped);
-        let TxRunner { queue, mut core, quarantine, .. } = self;
+        let TxRunner { queue, mut core, quarantine, mut scratch, .. } = self;
         drop(queue);
         core.check_memory("after Stop");
-        Self::check_quarantine(&core, quarantine);
-        core
-    }
-
-    fn check_quarantine(core: &Core, quarantine: VecDeque<Block>) {
-        for block in quarantine {
-            let mut current = std::vec![0u8; block.len()];
-            block.read(0, &mut current);
-            if let Some(at) = current.iter().position(|&b| b != TX_POISON) {
-                core.report(
-                    Rule::TxPayloadModified,
-                    std::format!(
-                        "completed TX buffer at {:#x}: byte {at} written after completion",
-                        block.as_ptr() as usize
-                    ),
-                );
-            }
+        for buffer in quarantine {
+            Self::poison_intact(&core, &mut scratch, &buffer.block);
         }
+        core
     }
 
     fn stop_sequence(&mut self) {
@@ -1582,6 +1785,9 @@ where
             held: VecDeque::new(),
             held_fragments: 0,
             cancelled: false,
+            spare_contexts: Vec::new(),
+            due: Vec::new(),
+            bytes: Vec::new(),
         };
         let tx = TxRunner {
             queue: tx_queue,
@@ -1595,6 +1801,10 @@ where
             stall_advances: 0,
             stall_reported: false,
             cancelled: false,
+            free_blocks: Vec::new(),
+            spare_lists: Vec::new(),
+            spare_payloads: Vec::new(),
+            scratch: Vec::new(),
         };
         let rx = thread::Builder::new().name("netcx-rx-poll".into()).spawn(move || rx.run()).expect("spawn RX poll");
         let tx = thread::Builder::new().name("netcx-tx-poll".into()).spawn(move || tx.run()).expect("spawn TX poll");
@@ -1638,9 +1848,37 @@ where
         id
     }
 
-    /// RX packets the upper layer received so far.
+    /// The upper layer also hands every delivered RX packet's bytes to
+    /// `sink`, on the RX poll thread (one sink per adapter: false if one is
+    /// set already).
+    pub fn on_deliver(&self, sink: impl Fn(&[u8]) + Send + Sync + 'static) -> bool {
+        self.shared.sink.set(Box::new(sink)).is_ok()
+    }
+
+    /// The protocol makes packets with `generator` whenever the queue of
+    /// [`HostNetAdapter::send`] is empty and the TX rings have room
+    /// (replacing any earlier generator). Ids it is given are unique and
+    /// shared with `send`'s.
+    pub fn generate(&self, generator: impl FnMut(u64, &mut Vec<u8>) -> Option<u16> + Send + 'static) {
+        *lock(&self.shared.generator) = Some(Box::new(generator));
+        self.notifier.tx.poke(|s| s.work = true);
+    }
+
+    /// Stops the generator (packets it made and the TX queue still holds
+    /// are sent).
+    pub fn stop_generating(&self) {
+        lock(&self.shared.generator).take();
+    }
+
+    /// RX packets the upper layer received so far (none kept with
+    /// [`Record::Counts`]).
     pub fn delivered(&self) -> Vec<DeliveredPacket> {
-        lock(&self.shared.delivered).clone()
+        lock(&self.shared.delivered).items.clone()
+    }
+
+    /// How many RX packets the upper layer received so far.
+    pub fn delivered_count(&self) -> usize {
+        lock(&self.shared.delivered).count
     }
 
     /// Waits until at least `count` RX packets were delivered.
@@ -1649,14 +1887,20 @@ where
         let (guard, _) = self
             .shared
             .delivered_cv
-            .wait_timeout_while(guard, timeout, |d| d.len() < count)
+            .wait_timeout_while(guard, timeout, |d| d.count < count)
             .unwrap_or_else(|p| p.into_inner());
-        guard.len() >= count
+        guard.count >= count
     }
 
-    /// TX packets completed so far, in completion (ring) order.
+    /// TX packets completed so far, in completion (ring) order (none kept
+    /// with [`Record::Counts`]).
     pub fn completed(&self) -> Vec<CompletedTx> {
-        lock(&self.shared.completed).clone()
+        lock(&self.shared.completed).items.clone()
+    }
+
+    /// How many TX packets were completed so far.
+    pub fn completed_count(&self) -> usize {
+        lock(&self.shared.completed).count
     }
 
     /// Waits until at least `count` TX packets were completed.
@@ -1665,9 +1909,9 @@ where
         let (guard, _) = self
             .shared
             .completed_cv
-            .wait_timeout_while(guard, timeout, |d| d.len() < count)
+            .wait_timeout_while(guard, timeout, |d| d.count < count)
             .unwrap_or_else(|p| p.into_inner());
-        guard.len() >= count
+        guard.count >= count
     }
 
     /// The upper layer lets go of every RX buffer it holds now

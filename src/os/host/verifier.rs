@@ -9,8 +9,9 @@
 //! memory* (address ranges that nothing may point into any more).
 
 use core::fmt;
+use core::hash::{BuildHasherDefault, Hasher};
 use core::ops::Range;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::string::String;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::vec::Vec;
@@ -119,13 +120,40 @@ pub struct Leak {
     pub id: usize,
 }
 
+/// Loan ids are handles and addresses the model itself hands out, not
+/// attacker input: a multiply-xor hash instead of SipHash (two lookups per
+/// packet).
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64);
+    }
+}
+
+type Ids = BuildHasherDefault<IdHasher>;
+
 #[derive(Default)]
 struct State {
     violations: Vec<Violation>,
     unrecorded: u64,
-    outstanding: HashSet<(LoanKind, usize)>,
-    ever_lent: HashSet<(LoanKind, usize)>,
-    released: Vec<Range<usize>>,
+    outstanding: HashSet<(LoanKind, usize), Ids>,
+    ever_lent: HashSet<(LoanKind, usize), Ids>,
+    /// Disjoint released ranges, start → end: every datagram indicated
+    /// and released goes through here, so lookups stay logarithmic.
+    released: BTreeMap<usize, usize>,
 }
 
 /// The shared record of violations, loans and released memory.
@@ -225,7 +253,7 @@ impl Verifier {
         }
         let mut s = self.lock();
         subtract(&mut s.released, &range);
-        s.released.push(range);
+        s.released.insert(range.start, range.end);
     }
 
     /// `range` is live memory again (reallocated, newly indicated).
@@ -235,7 +263,15 @@ impl Verifier {
 
     /// The first released range that `range` overlaps, if any.
     pub fn released_overlap(&self, range: Range<usize>) -> Option<Range<usize>> {
-        self.lock().released.iter().find(|r| r.start < range.end && range.start < r.end).cloned()
+        if range.is_empty() {
+            return None;
+        }
+        let s = self.lock();
+        // The range starting at or before `range` may reach into it; else
+        // the first one starting inside it.
+        let before = s.released.range(..=range.start).next_back().filter(|(_, end)| **end > range.start);
+        let inside = || s.released.range(range.start..range.end).next();
+        before.or_else(inside).map(|(&start, &end)| start..end)
     }
 
     /// Panics listing every violation and every leak, if there are any.
@@ -261,22 +297,34 @@ impl Verifier {
     }
 }
 
-/// Removes `cut` from every range in `ranges`, splitting where needed.
-fn subtract(ranges: &mut Vec<Range<usize>>, cut: &Range<usize>) {
-    let mut kept = Vec::with_capacity(ranges.len() + 1);
-    for r in ranges.drain(..) {
-        if r.end <= cut.start || cut.end <= r.start {
-            kept.push(r);
-            continue;
+/// Removes `cut` from the disjoint `ranges`, splitting where needed.
+fn subtract(ranges: &mut BTreeMap<usize, usize>, cut: &Range<usize>) {
+    if cut.is_empty() {
+        return;
+    }
+    // The usual case: a whole receive buffer, released before, live again.
+    // Ranges are disjoint, so nothing else overlaps it.
+    if ranges.get(&cut.start) == Some(&cut.end) {
+        ranges.remove(&cut.start);
+        return;
+    }
+    // Each round takes the last range starting before cut.end; once it ends
+    // at or before cut.start, no earlier one can overlap (they are
+    // disjoint). Each round removes one overlapping range: bounded by their
+    // number.
+    while let Some((&start, &end)) = ranges.range(..cut.end).next_back() {
+        if end <= cut.start {
+            break;
         }
-        if r.start < cut.start {
-            kept.push(r.start..cut.start);
+        ranges.remove(&start);
+        if cut.end < end {
+            ranges.insert(cut.end, end);
         }
-        if cut.end < r.end {
-            kept.push(cut.end..r.end);
+        if start < cut.start {
+            ranges.insert(start, cut.start);
+            break;
         }
     }
-    *ranges = kept;
 }
 
 /// The address range of a slice, for [`Verifier::mark_released`] and
