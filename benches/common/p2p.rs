@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ovpn_dco::control::actions::TransportId;
 use ovpn_dco::control::peers::{Endpoint, Peer};
+use ovpn_dco::control::stats::DeviceStats;
 use ovpn_dco::crypto::Cipher;
 use ovpn_dco::crypto::host::{HostCrypto, HostKey};
 use ovpn_dco::crypto::slots::{DirectionKey, NewKey, SlotIndex, new_slot};
@@ -59,6 +61,12 @@ impl Os for HostOs {
         self.notifier.notify_tx();
     }
 
+    // The benchmark drives the data path without the control plane: no link
+    // state to report and no keepalive timer to run.
+    fn set_link_state(&self, _up: bool) {}
+
+    fn schedule_timer(&self, _due: Instant) {}
+
     fn open_udp(
         &self,
         local: SocketAddr,
@@ -95,12 +103,12 @@ impl Peers<HostKey> for P2p {
     fn source_allowed(&self, _peer: &Peer<HostKey>, _inner_src: IpAddr) -> bool {
         true
     }
-    fn control_packet(&self, _from: SocketAddr, _bytes: &[u8]) {
+    fn control_packet(&self, _transport: TransportId, _from: SocketAddr, _bytes: &[u8]) {
         self.controls.fetch_add(1, Ordering::Relaxed);
     }
     fn float(&self, _peer: &Peer<HostKey>, _from: SocketAddr) {}
-    fn connected(&self, _status: NtStatus) {}
-    fn disconnected(&self, _status: NtStatus) {}
+    fn connected(&self, _transport: TransportId, _status: NtStatus) {}
+    fn disconnected(&self, _transport: TransportId, _status: NtStatus) {}
 }
 
 pub type Dp = Datapath<HostOs, P2p>;
@@ -235,8 +243,9 @@ impl Node {
         let ep = Endpoint { local, remote };
         let peer = Arc::new(Peer::new(PeerId::new(1).unwrap(), ep, None, None, os.now()));
         install(&peer, setup.cipher, keys.0, keys.1);
-        let dp = Arc::new(Datapath::new(os, P2p { peer, controls: AtomicU64::new(0) }));
-        dp.open_udp(local, Some(remote), false).expect("open the UDP socket");
+        let dp =
+            Arc::new(Datapath::new(os, P2p { peer, controls: AtomicU64::new(0) }, Arc::new(DeviceStats::default())));
+        dp.open_udp(TransportId(1), local, Some(remote), false).expect("open the UDP socket");
         let mut nx = HostNetAdapter::new(dp.clone(), notifier, model_config());
 
         let received = Arc::new(Received::default());
@@ -333,7 +342,7 @@ impl Node {
 
     /// Bytes the data path copied: RX copy path, TX gathers.
     pub fn copied_bytes(&self) -> u64 {
-        let s = self.dp.stats();
+        let s = self.dp.copies();
         s.rx_copied_bytes.load(Ordering::Relaxed) + s.tx_copied_bytes.load(Ordering::Relaxed)
     }
 
