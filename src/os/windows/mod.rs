@@ -15,5 +15,10 @@ mod abi_check;
 pub mod bcrypt;
 pub mod cng;
 
+// Kernel glue that needs no `wdk-sys`: type-checked on any host.
+pub mod queues;
+pub mod time;
+pub mod wsk_events;
+
 #[cfg(not(feature = "wdk"))]
 mod pool;
