@@ -1,5 +1,5 @@
 //! The Windows layer is complete: no `todo!`, `unimplemented!`, bare
-//! `unreachable!()`, or `extern "system"` callback with an empty body
+//! `unreachable!()`, or `extern "system"`/`extern "C"` callback with an empty body
 //! anywhere under `src/os/windows` (the issue's "no placeholder" check; most
 //! of that code cannot be compiled or run here, so the check reads it).
 
@@ -24,14 +24,16 @@ fn code(line: &str) -> &str {
     line.find("//").map_or(line, |at| &line[..at])
 }
 
-/// Offsets of empty `extern "system" fn … { }` bodies in `src`: the first
+/// Offsets of empty `extern "system"`/`extern "C"` fn bodies in `src`: the first
 /// `{` after the signature, followed only by whitespace up to its `}`.
 fn empty_extern_bodies(src: &str) -> Vec<usize> {
     let mut found = Vec::new();
-    let mut from = 0;
-    while let Some(at) = src[from..].find("extern \"system\" fn") {
-        let start = from + at;
-        from = start + 1;
+    let mut starts: Vec<usize> = ["extern \"system\" fn", "extern \"C\" fn"]
+        .iter()
+        .flat_map(|pat| src.match_indices(pat).map(|(at, _)| at))
+        .collect();
+    starts.sort_unstable();
+    for start in starts {
         let rest = &src[start..];
         // A declaration inside `extern "system" { … }` ends with `;`, and a
         // function-pointer type in a struct field meets the struct's `}` or
@@ -66,7 +68,7 @@ fn placeholders(path: &Path, src: &str) -> Vec<String> {
     // Comments out first so that a doc example cannot trip the body check.
     let stripped: String = src.lines().map(|l| format!("{}\n", code(l))).collect();
     for at in empty_extern_bodies(&stripped) {
-        found.push(format!("{}:{}: empty extern \"system\" fn body", path.display(), line_of(&stripped, at)));
+        found.push(format!("{}:{}: empty extern fn body", path.display(), line_of(&stripped, at)));
     }
     found
 }
@@ -85,9 +87,10 @@ fn the_windows_layer_has_no_placeholders() {
 #[test]
 fn the_scanner_finds_each_kind_of_placeholder() {
     let src = "fn a() { todo!() }\nfn b() { unimplemented!(\"x\") }\nfn c() { unreachable!() }\n\
-               unsafe extern \"system\" fn d(x: u32) {}\nunsafe extern \"system\" fn e() {\n    \n}\n";
+               unsafe extern \"system\" fn d(x: u32) {}\nunsafe extern \"system\" fn e() {\n    \n}\n\
+               unsafe extern \"C\" fn f(t: *mut u8) {}\n";
     let found = placeholders(Path::new("t.rs"), src);
-    assert_eq!(found.len(), 5, "{found:?}");
+    assert_eq!(found.len(), 6, "{found:?}");
     assert!(found[3].contains("t.rs:4") && found[4].contains("t.rs:5"), "{found:?}");
 }
 
