@@ -368,6 +368,24 @@ impl Harness {
     }
 }
 
+impl Drop for Harness {
+    /// Every scenario ends the way the glue ends an adapter: its queues
+    /// stopped, every indicated buffer returned and every send completed,
+    /// then the socket closed, then the data path dropped. Anything still
+    /// held at that point is a leak (a retained list pins the socket, the
+    /// socket's events pin the data path); Miri would report it as one, and
+    /// this reports it in every run, with the scenario's name.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        assert_eq!(self.dp.close_transport(), CloseProgress::Closed, "the scenario left the socket held");
+        assert_eq!(self.dp.occupancy(), Occupancy::default(), "the scenario left tables in use");
+        let closed = self.os.transport.lock().unwrap().as_ref().is_none_or(|t| t.closed.load(Ordering::SeqCst));
+        assert!(closed, "the transport was closed");
+    }
+}
+
 /// An IPv4 packet of `len` bytes (UDP, 10.8.0.2 → 10.8.0.1), body `seed`.
 pub(super) fn ipv4(len: usize, seed: u8) -> Vec<u8> {
     let mut p: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed)).collect();
@@ -627,6 +645,15 @@ fn rx_queue(h: &Harness, q: &mut OsQueue) -> rx::RxQueue<FakeOs, FakePeers> {
     queue
 }
 
+/// The glue's end of an RX queue: EvtPacketQueueCancel, Advance once the
+/// rings are empty, EvtPacketQueueStop. Queued packets are dropped and their
+/// lists released; indicated ones stay with the OS until it returns them.
+fn end_rx(rxq: &rx::RxQueue<FakeOs, FakePeers>) {
+    rxq.cancel();
+    rxq.advance();
+    rxq.stop();
+}
+
 fn tx_queue(h: &Harness, q: &mut OsQueue) -> tx::TxQueue<FakeOs, FakePeers> {
     let ext = q.extensions(false);
     // SAFETY: the OsQueue outlives the queue in every test.
@@ -753,7 +780,7 @@ fn a_datagram_over_several_mdls_takes_the_counted_copy_path() {
 fn past_the_retention_budget_data_is_copied() {
     let mut h = Harness::new(8);
     let mut q = OsQueue::new();
-    let _rxq = rx_queue(&h, &mut q);
+    let rxq = rx_queue(&h, &mut q);
     let events = h.os.events();
     let mut lists: Vec<Indication> = Vec::new();
     for i in 0..=RX_RETAINED_LISTS_MAX {
@@ -766,6 +793,8 @@ fn past_the_retention_budget_data_is_copied() {
     }
     let o = h.dp.occupancy();
     assert_eq!((o.retained_lists, o.rx_copy_buffers, o.rx_pending), (64, 1, 65));
+    end_rx(&rxq);
+    assert_eq!(h.os.state().released.lock().unwrap().len(), usize::from(RX_RETAINED_LISTS_MAX));
 }
 
 #[test]
@@ -834,7 +863,7 @@ fn mss_is_clamped_in_received_syns_and_foreign_sources_are_refused() {
 fn authenticated_data_from_a_new_address_asks_the_control_plane_to_float() {
     let mut h = Harness::new(8);
     let mut q = OsQueue::new();
-    let _rxq = rx_queue(&h, &mut q);
+    let rxq = rx_queue(&h, &mut q);
     let elsewhere: SocketAddr = "198.51.100.9:4000".parse().unwrap();
     let d = h.seal(&ipv4(64, 1));
     let mut forged = d.clone();
@@ -842,6 +871,8 @@ fn authenticated_data_from_a_new_address_asks_the_control_plane_to_float() {
     let mut ind = Indication::new(&[std::vec![forged], std::vec![d]], elsewhere);
     ind.deliver(&h.os.events());
     assert_eq!(h.dp.peers().floats.lock().unwrap().as_slice(), &[elsewhere], "only the authentic one");
+    end_rx(&rxq);
+    assert_eq!(h.os.state().released.lock().unwrap().as_slice(), &[ind.head().as_ptr() as usize]);
 }
 
 // ---------------------------------------------------------------- TX
@@ -1002,9 +1033,11 @@ fn keepalive_and_control_packets_share_the_send_slots() {
     assert_eq!((h.open(&wire), to), (KEEPALIVE_PING.to_vec(), remote()));
     h.os.events().send_complete(SendSlot(slot), NtStatus::SUCCESS, wire.len());
     h.dp.send_control(remote(), &[0x38, 1, 2, 3]).unwrap();
-    assert_eq!(state.sent.lock().unwrap()[1].1, [0x38, 1, 2, 3]);
+    let (slot, wire, _) = state.sent.lock().unwrap()[1].clone();
+    assert_eq!(wire, [0x38, 1, 2, 3]);
+    h.os.events().send_complete(SendSlot(slot), NtStatus::SUCCESS, wire.len());
     let s = h.dp.stats().snapshot();
-    assert_eq!((s.sent_data_packets, s.lost_out_control_packets), (1, 1));
+    assert_eq!((s.sent_data_packets, s.sent_control_packets, s.lost_out_control_packets), (1, 1, 1));
 }
 
 #[test]
@@ -1073,6 +1106,8 @@ fn tcp_stream_bytes_are_reframed_and_go_through_the_copy_path() {
     q.fragments.os_set_end(4);
     rxq.advance();
     assert_eq!((q.fragment_bytes(0), q.fragment_bytes(1)), (a, b));
+    h.dp.return_rx_buffer(q.return_context(0));
+    h.dp.return_rx_buffer(q.return_context(1));
     events.stream_received(&[0, 0]);
     assert_eq!(h.dp.peers().disconnects.lock().unwrap().as_slice(), &[NtStatus::CONNECTION_ABORTED]);
 }
