@@ -170,6 +170,7 @@ impl Transport for FakeTransport {
     }
 
     unsafe fn release(&self, list: NonNull<WskDatagramIndication>) {
+        assert!(!self.0.closed.load(Ordering::SeqCst), "WskRelease after WskCloseSocket");
         self.0.released.lock().unwrap().push(list.as_ptr() as usize);
     }
 
@@ -325,6 +326,22 @@ fn tunnel(layout: Layout) -> (Arc<Peer<TestKey>>, KeySlots<TestKey>) {
     let mut far = KeySlots::new();
     far.install(&TestCrypto, SlotIndex::Primary, &theirs).unwrap();
     (peer, far)
+}
+
+/// NEW_KEY for the RX side only: a fresh key `key_id` in `index` (its bytes
+/// match nothing the far end sends). Used by the loom models.
+#[cfg_attr(not(loom), allow(dead_code))]
+pub(super) fn install_rx_key(peer: &Peer<TestKey>, index: SlotIndex, key_id: u8) {
+    let k = [key_id; 32];
+    let direction = DirectionKey { key: &k, key_len: 32, nonce_tail: [key_id; 8] };
+    let key = NewKey {
+        key_id: crate::proto::KeyId::new(key_id).unwrap(),
+        cipher: Cipher::AesGcm,
+        layout: Layout::Standard,
+        encrypt: direction,
+        decrypt: direction,
+    };
+    peer.rx.lock().install(index, new_slot(&TestCrypto, &key).unwrap().rx);
 }
 
 pub(super) struct Harness {
@@ -500,6 +517,16 @@ impl OsQueue {
         unsafe { core::slice::from_raw_parts(va.add(f.offset() as usize), f.valid_length() as usize) }.to_vec()
     }
 
+    /// The address the driver put in fragment `index`'s VirtualAddress
+    /// (used by the loom models).
+    #[cfg_attr(not(loom), allow(dead_code))]
+    pub fn fragment_address(&self, index: u32) -> usize {
+        let f = self.fragment(index);
+        // SAFETY: a masked index into the live storage.
+        let va = unsafe { self.va.add((index & (RING - 1)) as usize).read() };
+        va as usize + f.offset() as usize
+    }
+
     pub fn return_context(&self, index: u32) -> usize {
         // SAFETY: a masked index into the live storage.
         unsafe { self.rc.add((index & (RING - 1)) as usize).read() }
@@ -624,6 +651,13 @@ impl Indication {
         Self::new(&d, remote())
     }
 
+    /// Where the datagrams' bytes are, with the slack in front (used by the
+    /// loom models).
+    #[cfg_attr(not(loom), allow(dead_code))]
+    pub fn buffers(&self) -> Vec<core::ops::Range<usize>> {
+        self.bufs.iter().map(|b| (b.cast::<u8>() as usize)..(b.cast::<u8>() as usize + b.len())).collect()
+    }
+
     pub fn head(&mut self) -> NonNull<WskDatagramIndication> {
         NonNull::new(self.nodes.cast::<WskDatagramIndication>()).unwrap()
     }
@@ -637,7 +671,7 @@ impl Indication {
     }
 }
 
-fn rx_queue(h: &Harness, q: &mut OsQueue) -> rx::RxQueue<FakeOs, FakePeers> {
+pub(super) fn rx_queue(h: &Harness, q: &mut OsQueue) -> rx::RxQueue<FakeOs, FakePeers> {
     let ext = q.extensions(true);
     // SAFETY: the OsQueue outlives the queue in every test.
     let queue = unsafe { h.dp.create_rx_queue(q.collection(), ext) }.unwrap();
@@ -648,13 +682,13 @@ fn rx_queue(h: &Harness, q: &mut OsQueue) -> rx::RxQueue<FakeOs, FakePeers> {
 /// The glue's end of an RX queue: EvtPacketQueueCancel, Advance once the
 /// rings are empty, EvtPacketQueueStop. Queued packets are dropped and their
 /// lists released; indicated ones stay with the OS until it returns them.
-fn end_rx(rxq: &rx::RxQueue<FakeOs, FakePeers>) {
+pub(super) fn end_rx(rxq: &rx::RxQueue<FakeOs, FakePeers>) {
     rxq.cancel();
     rxq.advance();
     rxq.stop();
 }
 
-fn tx_queue(h: &Harness, q: &mut OsQueue) -> tx::TxQueue<FakeOs, FakePeers> {
+pub(super) fn tx_queue(h: &Harness, q: &mut OsQueue) -> tx::TxQueue<FakeOs, FakePeers> {
     let ext = q.extensions(false);
     // SAFETY: the OsQueue outlives the queue in every test.
     let queue = unsafe { h.dp.create_tx_queue(q.collection(), ext) }.unwrap();
