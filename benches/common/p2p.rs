@@ -21,71 +21,16 @@ use ovpn_dco::crypto::host::{HostCrypto, HostKey};
 use ovpn_dco::crypto::slots::{DirectionKey, NewKey, SlotIndex, new_slot};
 use ovpn_dco::datapath::{CloseProgress, Datapath, DropReason, Peers};
 use ovpn_dco::ntstatus::NtStatus;
+use ovpn_dco::os::Os;
 use ovpn_dco::os::host::netadapter::{HostNetAdapter, ModelConfig, Notifier, Record, RingGeometry};
+use ovpn_dco::os::host::os::HostOs;
 use ovpn_dco::os::host::verifier::Verifier;
 use ovpn_dco::os::host::wsk::{
-    CompletionMode, HostSocket, ListLen, LoopbackConfig, LoopbackHub, Network, ReceiveConfig, SendConfig, WskConfig,
-    WskProvider, WskVerifier,
+    CompletionMode, ListLen, LoopbackConfig, LoopbackHub, Network, ReceiveConfig, SendConfig, WskConfig, WskProvider,
+    WskVerifier,
 };
-use ovpn_dco::os::time::Instant;
-use ovpn_dco::os::{Os, SocketEvents};
 use ovpn_dco::proto::aead_frame::Layout;
 use ovpn_dco::proto::{KeyId, PeerId};
-
-static CRYPTO: HostCrypto = HostCrypto;
-
-/// The host model as the data path's `Os`.
-pub struct HostOs {
-    wsk: WskProvider,
-    notifier: Notifier,
-    epoch: std::time::Instant,
-}
-
-impl Os for HostOs {
-    type Crypto = HostCrypto;
-    type Transport = HostSocket;
-
-    fn crypto(&self) -> &HostCrypto {
-        &CRYPTO
-    }
-
-    fn now(&self) -> Instant {
-        Instant::from_millis(self.epoch.elapsed().as_millis() as u64)
-    }
-
-    fn notify_rx(&self) {
-        self.notifier.notify_rx();
-    }
-
-    fn notify_tx(&self) {
-        self.notifier.notify_tx();
-    }
-
-    // The benchmark drives the data path without the control plane: no link
-    // state to report and no keepalive timer to run.
-    fn set_link_state(&self, _up: bool) {}
-
-    fn schedule_timer(&self, _due: Instant) {}
-
-    fn open_udp(
-        &self,
-        local: SocketAddr,
-        remote: Option<SocketAddr>,
-        ipv6_only: bool,
-        events: Arc<dyn SocketEvents>,
-    ) -> Result<HostSocket, NtStatus> {
-        self.wsk.open_udp(local, remote, ipv6_only, events)
-    }
-
-    fn open_tcp(
-        &self,
-        local: SocketAddr,
-        remote: SocketAddr,
-        events: Arc<dyn SocketEvents>,
-    ) -> Result<HostSocket, NtStatus> {
-        self.wsk.open_tcp(local, remote, events)
-    }
-}
 
 /// The P2P control plane as the data path sees it: one peer.
 pub struct P2p {
@@ -235,11 +180,8 @@ impl Node {
         let v = nx_verifier.clone();
         wsk.on_indicate(move |r| v.mark_live(r));
         let notifier = Notifier::new(nx_verifier);
-        let os = Arc::new(HostOs {
-            wsk: WskProvider::new(setup.network.clone(), wsk_config(), wsk.clone()),
-            notifier: notifier.clone(),
-            epoch: std::time::Instant::now(),
-        });
+        let os =
+            Arc::new(HostOs::new(WskProvider::new(setup.network.clone(), wsk_config(), wsk.clone()), notifier.clone()));
         let ep = Endpoint { local, remote };
         let peer = Arc::new(Peer::new(PeerId::new(1).unwrap(), ep, None, None, os.now()));
         install(&peer, setup.cipher, keys.0, keys.1);
