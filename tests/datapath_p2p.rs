@@ -187,44 +187,7 @@ fn exchange(from: &Node, to: &Node, ids: std::ops::Range<u32>, lossless: bool) -
 
 /// Every non-zero drop counter, for failure messages.
 fn drops(n: &Node) -> String {
-    use DropReason::*;
-    let all = [
-        RxNullMdl,
-        RxBatchOverflow,
-        RxTooLong,
-        RxUnmapped,
-        RxMalformed,
-        RxNoSource,
-        RxUnknownPeer,
-        RxUnknownKey,
-        RxReplay,
-        RxAuthFailed,
-        RxDecrypt,
-        RxNotIp,
-        RxSourceNotAllowed,
-        RxNoSlot,
-        RxCopyPoolEmpty,
-        RxQueueFull,
-        RxQueueStopped,
-        RxCancelled,
-        RxStreamBroken,
-        RxBadReturnContext,
-        TxUnroutable,
-        TxNoKey,
-        TxOversize,
-        TxMalformed,
-        TxEncrypt,
-        TxSendRefused,
-        TxSendFailed,
-        TxCancelled,
-        TxNoTransport,
-        TxNoSendSlot,
-    ];
-    all.iter()
-        .filter(|r| n.dp.drops().get(**r) > 0)
-        .map(|r| format!("{r:?}={}", n.dp.drops().get(*r)))
-        .collect::<Vec<_>>()
-        .join(",")
+    n.dp.drops().nonzero().map(|(r, n)| format!("{r:?}={n}")).collect::<Vec<_>>().join(",")
 }
 
 fn teardown(mut a: Node, mut b: Node, wv: &WskVerifier) {

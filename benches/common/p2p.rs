@@ -19,7 +19,7 @@ use ovpn_dco::control::stats::DeviceStats;
 use ovpn_dco::crypto::Cipher;
 use ovpn_dco::crypto::host::{HostCrypto, HostKey};
 use ovpn_dco::crypto::slots::{DirectionKey, NewKey, SlotIndex, new_slot};
-use ovpn_dco::datapath::{CloseProgress, Datapath, DropReason, Peers};
+use ovpn_dco::datapath::{CloseProgress, Datapath, Peers};
 use ovpn_dco::ntstatus::NtStatus;
 use ovpn_dco::os::Os;
 use ovpn_dco::os::host::netadapter::{HostNetAdapter, ModelConfig, Notifier, Record, RingGeometry};
@@ -245,41 +245,7 @@ impl Node {
 
     /// Every non-zero drop counter.
     pub fn drops(&self) -> String {
-        use DropReason::*;
-        let all = [
-            RxNullMdl,
-            RxBatchOverflow,
-            RxTooLong,
-            RxUnmapped,
-            RxMalformed,
-            RxNoSource,
-            RxUnknownPeer,
-            RxUnknownKey,
-            RxReplay,
-            RxAuthFailed,
-            RxDecrypt,
-            RxNotIp,
-            RxSourceNotAllowed,
-            RxNoSlot,
-            RxCopyPoolEmpty,
-            RxQueueFull,
-            RxQueueStopped,
-            RxCancelled,
-            RxStreamBroken,
-            RxBadReturnContext,
-            TxUnroutable,
-            TxNoKey,
-            TxOversize,
-            TxMalformed,
-            TxEncrypt,
-            TxSendRefused,
-            TxSendFailed,
-            TxCancelled,
-            TxNoTransport,
-            TxNoSendSlot,
-        ];
-        let d = self.dp.drops();
-        all.iter().filter(|r| d.get(**r) > 0).map(|r| format!("{r:?}={}", d.get(*r))).collect::<Vec<_>>().join(",")
+        self.dp.drops().nonzero().map(|(r, n)| format!("{r:?}={n}")).collect::<Vec<_>>().join(",")
     }
 
     /// Bytes the data path copied: RX copy path, TX gathers.
