@@ -138,6 +138,8 @@ pub(crate) struct ElementArray {
     driver_header: Range<usize>,
     shadow: Vec<u8>,
     scratch: Vec<u8>,
+    /// The block as [`ElementArray::check`] last read it (kept to reuse).
+    image: Vec<u8>,
 }
 
 impl ElementArray {
@@ -167,6 +169,7 @@ impl ElementArray {
             driver_header,
             shadow,
             scratch: std::vec![0; stride],
+            image: Vec::new(),
         };
         array.resync();
         array
@@ -230,6 +233,57 @@ impl ElementArray {
     /// `[begin, end)`, with the expected image. Changed bytes are reported
     /// and taken as the new image, so each write is reported once.
     pub(crate) fn check(&mut self, begin: u32, end: u32, out: &mut Vec<Damage>) {
+        if self.unchanged(begin, end) {
+            return;
+        }
+        self.find_damage(begin, end, out);
+    }
+
+    /// Whether every byte [`ElementArray::check`] looks at still matches
+    /// the image: one copy of the block and a compare per contiguous run of
+    /// checked bytes, instead of a read per element. Only when something
+    /// differs does the element-by-element walk run, to say where.
+    fn unchanged(&mut self, begin: u32, end: u32) -> bool {
+        let owned = range_count(self.mask, begin, end);
+        let mut now = core::mem::take(&mut self.image);
+        now.resize(self.block.len(), 0);
+        self.block.read(0, &mut now);
+        let same = |r: Range<usize>| now[r.clone()] == self.shadow[r];
+        // The header outside the bytes the driver may write.
+        let (head, rest) = (self.driver_header.start.min(self.base), self.driver_header.end.max(self.driver_header.start));
+        let mut ok = same(0..head) && (rest >= self.base || same(rest..self.base));
+        // Runs of bytes to compare: each unowned element with its padding,
+        // and the padding of each owned one; adjacent runs are merged.
+        let mut run: Option<Range<usize>> = None;
+        for index in 0..=self.mask {
+            if !ok {
+                break;
+            }
+            let at = self.element_offset(index);
+            let from = if range_count(self.mask, begin, index) >= owned { at } else { at + self.elem_size };
+            let to = at + self.stride;
+            if from == to {
+                continue;
+            }
+            run = match run {
+                Some(r) if r.end == from => Some(r.start..to),
+                Some(r) => {
+                    ok = same(r);
+                    Some(from..to)
+                }
+                None => Some(from..to),
+            };
+        }
+        if let Some(r) = run {
+            ok = ok && same(r);
+        }
+        let tail = self.base + self.stride * (self.mask as usize + 1);
+        ok = ok && (tail >= self.block.len() || same(tail..self.block.len()));
+        self.image = now;
+        ok
+    }
+
+    fn find_damage(&mut self, begin: u32, end: u32, out: &mut Vec<Damage>) {
         let owned = range_count(self.mask, begin, end);
         let mut header = std::vec![0u8; self.base];
         self.block.read(0, &mut header);

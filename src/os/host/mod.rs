@@ -13,3 +13,5 @@ mod memory;
 pub mod netadapter;
 pub mod verifier;
 pub mod wsk;
+#[cfg(target_os = "linux")]
+pub mod tunnel;

@@ -234,6 +234,20 @@ pub struct CompletedTx {
     pub ignored: bool,
 }
 
+/// The OS above the adapter, when a program rather than a test plays it
+/// (the host tunnel: a TUN device). Without one, the model records every
+/// delivered and completed packet for the test to inspect
+/// ([`HostNetAdapter::delivered`], [`HostNetAdapter::completed`]). Either
+/// way, what reaches it has passed every check of the model.
+pub trait UpperLayer: Send + Sync + 'static {
+    /// An RX packet the driver indicated, validated and copied out of the
+    /// driver's buffers (which go back to the driver as [`Hold`] says).
+    fn deliver(&self, packet: DeliveredPacket);
+
+    /// A TX packet whose completion the OS saw.
+    fn completed(&self, packet: CompletedTx);
+}
+
 /// Accounting of one adapter across queue generations.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -715,8 +729,11 @@ struct Shared {
     completed: Mutex<Vec<CompletedTx>>,
     completed_cv: Condvar,
     source: Mutex<VecDeque<(u64, TxPacket)>>,
+    /// Signalled when the TX poll thread takes packets from the source.
+    source_cv: Condvar,
     next_tx_id: AtomicU64,
     stats: Mutex<Stats>,
+    upper: Option<Arc<dyn UpperLayer>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -766,11 +783,25 @@ impl<D: AdapterDatapath> RxRunner<D> {
         self.consume(returned)
     }
 
-    fn return_buffer(&mut self, context: usize) {
-        self.core.verifier.give_back(QueueKind::Rx, LoanKind::RxReturnContext, context);
+    /// EvtAdapterReturnRxBuffer once per context, back to back (as
+    /// NetAdapterCx returns a batch the upper layer gave back): the ring
+    /// checks run before the first and after the last, so a write made
+    /// during any of them is found, if not which one made it.
+    fn return_buffers(&mut self, contexts: &[usize]) {
+        if contexts.is_empty() {
+            return;
+        }
+        for &context in contexts {
+            self.core.verifier.give_back(QueueKind::Rx, LoanKind::RxReturnContext, context);
+        }
         let datapath = &self.datapath;
-        let returned = self.core.invoke(Callback::ReturnRxBuffer, || datapath.return_rx_buffer(context));
-        self.shared.stats(|s| s.rx_fragments_returned += 1);
+        let returned = self.core.invoke(Callback::ReturnRxBuffer, || {
+            for &context in contexts {
+                datapath.return_rx_buffer(context);
+            }
+        });
+        let n = contexts.len() as u64;
+        self.shared.stats(|s| s.rx_fragments_returned += n);
         self.consume(returned);
     }
 
@@ -957,9 +988,14 @@ impl<D: AdapterDatapath> RxRunner<D> {
             layout.copy_from_slice(&b[6..11]);
             let packet =
                 DeliveredPacket { bytes, fragments: count, layout: NetPacketLayout::from_bytes(layout), checksum };
-            lock(&self.shared.delivered).push(packet);
-            self.shared.delivered_cv.notify_all();
             self.shared.stats(|s| s.rx_bytes_indicated += len);
+            match &self.shared.upper {
+                Some(upper) => upper.deliver(packet),
+                None => {
+                    lock(&self.shared.delivered).push(packet);
+                    self.shared.delivered_cv.notify_all();
+                }
+            }
         }
         self.held_fragments += contexts.len() as u32;
         let held = u64::from(self.held_fragments);
@@ -982,12 +1018,12 @@ impl<D: AdapterDatapath> RxRunner<D> {
         }
         self.held = keep;
         let any = !due.is_empty();
+        let mut contexts = Vec::new();
         for h in due {
             self.held_fragments -= h.contexts.len() as u32;
-            for context in h.contexts {
-                self.return_buffer(context);
-            }
+            contexts.extend(h.contexts);
         }
+        self.return_buffers(&contexts);
         any
     }
 
@@ -1241,6 +1277,7 @@ impl<Q: PacketQueue> TxRunner<Q> {
                 }
             };
             let Some((id, packet)) = next else { break };
+            self.shared.source_cv.notify_all();
             if !packet.ignore && packet.payload.len() > self.config.maximum_frame_size as usize {
                 self.shared.stats(|s| s.tx_dropped_oversize += 1);
                 continue;
@@ -1380,12 +1417,14 @@ impl<Q: PacketQueue> TxRunner<Q> {
             s.tx_packets_completed += 1;
             s.tx_bytes_completed += len;
         });
-        lock(&self.shared.completed).push(CompletedTx {
-            id: posted.id,
-            payload: posted.payload,
-            ignored: posted.ignored,
-        });
-        self.shared.completed_cv.notify_all();
+        let completed = CompletedTx { id: posted.id, payload: posted.payload, ignored: posted.ignored };
+        match &self.shared.upper {
+            Some(upper) => upper.completed(completed),
+            None => {
+                lock(&self.shared.completed).push(completed);
+                self.shared.completed_cv.notify_all();
+            }
+        }
     }
 
     fn check_quarantined_front(&mut self) {
@@ -1504,6 +1543,51 @@ impl<Q: PacketQueue> Draining for TxRunner<Q> {
     }
 }
 
+/// The protocol's end of the TX packet source, for any thread: what it
+/// sends is posted to the driver by the TX poll thread, in order.
+#[derive(Clone)]
+pub struct PacketSource {
+    shared: Arc<Shared>,
+    notifier: Notifier,
+}
+
+impl PacketSource {
+    /// Queues `packet` for posting; returns its id (as in [`CompletedTx`]).
+    pub fn send(&self, packet: TxPacket) -> u64 {
+        let id = self.shared.next_tx_id.fetch_add(1, Ordering::Relaxed);
+        lock(&self.shared.source).push_back((id, packet));
+        self.notifier.tx.poke(|s| s.work = true);
+        id
+    }
+
+    /// [`PacketSource::send`], once fewer than `limit` packets wait to be
+    /// posted (a protocol's send queue is bounded too). Gives the packet
+    /// back if that did not happen within `timeout`.
+    pub fn send_bounded(&self, packet: TxPacket, limit: usize, timeout: Duration) -> Result<u64, TxPacket> {
+        let limit = limit.max(1);
+        let source = lock(&self.shared.source);
+        let (mut source, _) = self
+            .shared
+            .source_cv
+            .wait_timeout_while(source, timeout, |s| s.len() >= limit)
+            .unwrap_or_else(|p| p.into_inner());
+        if source.len() >= limit {
+            return Err(packet);
+        }
+        let id = self.shared.next_tx_id.fetch_add(1, Ordering::Relaxed);
+        source.push_back((id, packet));
+        drop(source);
+        self.notifier.tx.poke(|s| s.work = true);
+        Ok(id)
+    }
+}
+
+impl core::fmt::Debug for PacketSource {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PacketSource").finish_non_exhaustive()
+    }
+}
+
 struct Running {
     rx: JoinHandle<Core>,
     tx: JoinHandle<Core>,
@@ -1533,6 +1617,18 @@ where
     /// `notify_tx` to `notifier`.
     pub fn new(datapath: Arc<D>, notifier: Notifier, config: ModelConfig) -> Self {
         Self { datapath, config, notifier, shared: Arc::default(), running: None, retired: Vec::new() }
+    }
+
+    /// An adapter whose received and completed packets go to `upper`
+    /// instead of being recorded.
+    pub fn with_upper_layer(
+        datapath: Arc<D>,
+        notifier: Notifier,
+        config: ModelConfig,
+        upper: Arc<dyn UpperLayer>,
+    ) -> Self {
+        let shared = Arc::new(Shared { upper: Some(upper), ..Shared::default() });
+        Self { datapath, config, notifier, shared, running: None, retired: Vec::new() }
     }
 
     pub fn verifier(&self) -> &Arc<Verifier> {
@@ -1632,10 +1728,12 @@ where
 
     /// The protocol sends `packet`; returns its id (as in [`CompletedTx`]).
     pub fn send(&self, packet: TxPacket) -> u64 {
-        let id = self.shared.next_tx_id.fetch_add(1, Ordering::Relaxed);
-        lock(&self.shared.source).push_back((id, packet));
-        self.notifier.tx.poke(|s| s.work = true);
-        id
+        self.source().send(packet)
+    }
+
+    /// A handle through which other threads send (see [`PacketSource`]).
+    pub fn source(&self) -> PacketSource {
+        PacketSource { shared: self.shared.clone(), notifier: self.notifier.clone() }
     }
 
     /// RX packets the upper layer received so far.

@@ -9,8 +9,8 @@
 //! memory* (address ranges that nothing may point into any more).
 
 use core::fmt;
-use core::ops::Range;
-use std::collections::HashSet;
+use core::ops::{Bound, Range};
+use std::collections::{BTreeMap, HashSet};
 use std::string::String;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::vec::Vec;
@@ -125,7 +125,7 @@ struct State {
     unrecorded: u64,
     outstanding: HashSet<(LoanKind, usize)>,
     ever_lent: HashSet<(LoanKind, usize)>,
-    released: Vec<Range<usize>>,
+    released: Released,
 }
 
 /// The shared record of violations, loans and released memory.
@@ -224,18 +224,18 @@ impl Verifier {
             return;
         }
         let mut s = self.lock();
-        subtract(&mut s.released, &range);
-        s.released.push(range);
+        s.released.subtract(&range);
+        s.released.0.insert(range.start, range.end);
     }
 
     /// `range` is live memory again (reallocated, newly indicated).
     pub fn mark_live(&self, range: Range<usize>) {
-        subtract(&mut self.lock().released, &range);
+        self.lock().released.subtract(&range);
     }
 
     /// The first released range that `range` overlaps, if any.
     pub fn released_overlap(&self, range: Range<usize>) -> Option<Range<usize>> {
-        self.lock().released.iter().find(|r| r.start < range.end && range.start < r.end).cloned()
+        self.lock().released.overlapping(&range).next()
     }
 
     /// Panics listing every violation and every leak, if there are any.
@@ -261,22 +261,42 @@ impl Verifier {
     }
 }
 
-/// Removes `cut` from every range in `ranges`, splitting where needed.
-fn subtract(ranges: &mut Vec<Range<usize>>, cut: &Range<usize>) {
-    let mut kept = Vec::with_capacity(ranges.len() + 1);
-    for r in ranges.drain(..) {
-        if r.end <= cut.start || cut.end <= r.start {
-            kept.push(r);
-            continue;
+/// Disjoint released address ranges, by start: a lookup per indicated
+/// fragment stays logarithmic in the number of released receive buffers.
+#[derive(Default)]
+struct Released(BTreeMap<usize, usize>);
+
+impl Released {
+    /// The ranges that share a byte with `range`, by address (an empty
+    /// `range` shares one with those that strictly contain its position).
+    fn overlapping(&self, range: &Range<usize>) -> impl Iterator<Item = Range<usize>> + '_ {
+        let shares = move |s: usize, e: usize| s < range.end && range.start < e;
+        // The one starting at or before `range` may reach into it; those
+        // starting inside it do.
+        let before = self.0.range(..=range.start).next_back().filter(|&(&s, &e)| shares(s, e));
+        let inside = (range.start < range.end)
+            .then(|| self.0.range((Bound::Excluded(range.start), Bound::Excluded(range.end))))
+            .into_iter()
+            .flatten();
+        before.into_iter().chain(inside).map(|(&s, &e)| s..e)
+    }
+
+    /// Removes `cut` from every range, splitting where needed.
+    fn subtract(&mut self, cut: &Range<usize>) {
+        if cut.is_empty() {
+            return;
         }
-        if r.start < cut.start {
-            kept.push(r.start..cut.start);
-        }
-        if cut.end < r.end {
-            kept.push(cut.end..r.end);
+        let hits: Vec<Range<usize>> = self.overlapping(cut).collect();
+        for r in hits {
+            self.0.remove(&r.start);
+            if r.start < cut.start {
+                self.0.insert(r.start, cut.start);
+            }
+            if cut.end < r.end {
+                self.0.insert(cut.end, r.end);
+            }
         }
     }
-    *ranges = kept;
 }
 
 /// The address range of a slice, for [`Verifier::mark_released`] and

@@ -144,7 +144,7 @@ impl WskProvider {
         );
         match &self.network {
             Network::Real => {
-                let sock = udp::bind_udp(local, ipv6_only)?;
+                let sock = udp::bind_udp(local, ipv6_only, self.config.receive.socket_buffer)?;
                 let local = sock.local_addr().map_err(|e| udp::status_of(&e))?;
                 let rx_sock = sock.try_clone().map_err(|e| udp::status_of(&e))?;
                 let wire = DatagramWire::Udp(udp::UdpWire { sock });

@@ -103,7 +103,7 @@ fn zeroed_mmsghdr() -> libc::mmsghdr {
 
 /// A bound UDP socket: IPv6 sockets get IPV6_V6ONLY as asked (dual stack
 /// otherwise), and a receive timeout so the receive thread sees close.
-pub(crate) fn bind_udp(local: SocketAddr, ipv6_only: bool) -> Result<UdpSocket, NtStatus> {
+pub(crate) fn bind_udp(local: SocketAddr, ipv6_only: bool, buffer: Option<usize>) -> Result<UdpSocket, NtStatus> {
     let domain = if local.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
     // SAFETY: plain socket(2) call; the fd it returns is owned below.
     let fd = unsafe { libc::socket(domain, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
@@ -126,6 +126,21 @@ pub(crate) fn bind_udp(local: SocketAddr, ipv6_only: bool) -> Result<UdpSocket, 
         };
         if r < 0 {
             return Err(status_of(&std::io::Error::last_os_error()));
+        }
+    }
+    if let Some(size) = buffer {
+        let size = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
+        for (force, plain) in [(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF), (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)] {
+            // SAFETY: a valid fd and a c_int option value of the right size.
+            // The forced option needs CAP_NET_ADMIN; without it the plain one
+            // is capped by the system limit, which is all it can be.
+            unsafe {
+                let value = (&size as *const libc::c_int).cast();
+                let len = size_of::<libc::c_int>() as libc::socklen_t;
+                if libc::setsockopt(fd, libc::SOL_SOCKET, force, value, len) < 0 {
+                    libc::setsockopt(fd, libc::SOL_SOCKET, plain, value, len);
+                }
+            }
         }
     }
     let mut storage = zeroed_storage();

@@ -1,0 +1,111 @@
+//! A Linux TUN device (`/dev/net/tun`, IFF_TUN | IFF_NO_PI: one raw IP
+//! packet per read and per write): the host tunnel's stand-in for the
+//! Windows network stack above the adapter.
+
+use std::fs::File;
+use std::io::{self, ErrorKind, Read, Write};
+use std::os::fd::AsRawFd;
+use std::string::{String, ToString};
+use std::time::Duration;
+
+/// IFNAMSIZ (linux/if.h) including the terminating NUL.
+const IFNAMSIZ: usize = 16;
+
+/// An attached TUN device, nonblocking.
+#[derive(Debug)]
+pub struct Tun {
+    file: File,
+    name: String,
+}
+
+/// Why a TUN device could not be attached.
+#[derive(Debug)]
+pub enum TunError {
+    /// Longer than IFNAMSIZ − 1 bytes, or empty.
+    BadName,
+    /// /dev/net/tun could not be opened (no module, no permission).
+    Open(io::Error),
+    /// TUNSETIFF refused the name or the flags.
+    SetIff(io::Error),
+    /// O_NONBLOCK could not be set.
+    Fcntl(io::Error),
+}
+
+impl core::fmt::Display for TunError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            TunError::BadName => write!(f, "TUN name must be 1 to {} bytes", IFNAMSIZ - 1),
+            TunError::Open(e) => write!(f, "/dev/net/tun: {e}"),
+            TunError::SetIff(e) => write!(f, "TUNSETIFF: {e}"),
+            TunError::Fcntl(e) => write!(f, "O_NONBLOCK: {e}"),
+        }
+    }
+}
+
+impl Tun {
+    /// Attaches to TUN device `name` in the calling thread's network
+    /// namespace, creating it if it does not exist (it then disappears
+    /// with the last descriptor unless made persistent elsewhere).
+    pub fn open(name: &str) -> Result<Tun, TunError> {
+        if name.is_empty() || name.len() >= IFNAMSIZ {
+            return Err(TunError::BadName);
+        }
+        let file = File::options().read(true).write(true).open("/dev/net/tun").map_err(TunError::Open)?;
+        // SAFETY: ifreq is plain data; all-zero is a valid value.
+        let mut req: libc::ifreq = unsafe { core::mem::zeroed() };
+        for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
+            *dst = src as libc::c_char;
+        }
+        req.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
+        // SAFETY: TUNSETIFF reads and writes one ifreq, which `req` is, for
+        // the duration of the call on a descriptor `file` owns.
+        if unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &raw mut req) } != 0 {
+            return Err(TunError::SetIff(io::Error::last_os_error()));
+        }
+        // SAFETY: fcntl on a descriptor `file` owns.
+        let r = unsafe {
+            let flags = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
+            libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK)
+        };
+        if r < 0 {
+            return Err(TunError::Fcntl(io::Error::last_os_error()));
+        }
+        Ok(Tun { file, name: name.to_string() })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Waits until a packet can be read or `timeout` passed; true if one can.
+    pub fn wait_readable(&self, timeout: Duration) -> io::Result<bool> {
+        let mut fd = libc::pollfd { fd: self.file.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: one pollfd that lives across the call.
+        let r = unsafe { libc::poll(&raw mut fd, 1, ms) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == ErrorKind::Interrupted { Ok(false) } else { Err(e) };
+        }
+        Ok(r > 0 && fd.revents & libc::POLLIN != 0)
+    }
+
+    /// One packet into `buf`; `Ok(None)` when none is waiting.
+    pub fn read_packet(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        match (&self.file).read(buf) {
+            Ok(n) => Ok(Some(n)),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One packet to the stack; `Ok(false)` when the device's queue is
+    /// full (the packet is dropped, as by a NIC whose host is slow).
+    pub fn write_packet(&self, packet: &[u8]) -> io::Result<bool> {
+        match (&self.file).write(packet) {
+            Ok(_) => Ok(true),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
