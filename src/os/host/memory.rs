@@ -250,7 +250,8 @@ impl ElementArray {
         self.block.read(0, &mut now);
         let same = |r: Range<usize>| now[r.clone()] == self.shadow[r];
         // The header outside the bytes the driver may write.
-        let (head, rest) = (self.driver_header.start.min(self.base), self.driver_header.end.max(self.driver_header.start));
+        let (head, rest) =
+            (self.driver_header.start.min(self.base), self.driver_header.end.max(self.driver_header.start));
         let mut ok = same(0..head) && (rest >= self.base || same(rest..self.base));
         // Runs of bytes to compare: each unowned element with its padding,
         // and the padding of each owned one; adjacent runs are merged.

@@ -11,7 +11,7 @@
 
 mod memory;
 pub mod netadapter;
-pub mod verifier;
-pub mod wsk;
 #[cfg(target_os = "linux")]
 pub mod tunnel;
+pub mod verifier;
+pub mod wsk;

@@ -1215,6 +1215,25 @@ fn infer_layout(payload: &[u8]) -> NetPacketLayout {
     layout
 }
 
+/// The first byte outside `writable` where `now` differs from `image`
+/// (equal lengths): slice compares first, the byte walk only to say where.
+fn first_change(now: &[u8], image: &[u8], writable: &core::ops::Range<usize>) -> Option<usize> {
+    let (w0, w1) = (writable.start.min(now.len()), writable.end.clamp(writable.start.min(now.len()), now.len()));
+    if now[..w0] == image[..w0] && now[w1..] == image[w1..] {
+        return None;
+    }
+    (0..now.len()).find(|&i| !writable.contains(&i) && now[i] != image[i])
+}
+
+/// The first byte of `bytes` that is not `fill`.
+fn first_not(bytes: &[u8], fill: u8) -> Option<usize> {
+    const CHUNK: usize = 64;
+    let pattern = [fill; CHUNK];
+    let mut chunks = bytes.chunks_exact(CHUNK);
+    let clean = chunks.by_ref().all(|c| c == pattern) && chunks.remainder().iter().all(|&b| b == fill);
+    if clean { None } else { bytes.iter().position(|&b| b != fill) }
+}
+
 /// `payload` in `n` nearly equal pieces (the last ones one byte shorter).
 fn split(payload: &[u8], n: usize) -> Vec<&[u8]> {
     let n = n.clamp(1, payload.len().max(1));
@@ -1399,7 +1418,7 @@ impl<Q: PacketQueue> TxRunner<Q> {
         for (k, buffer) in posted.buffers.into_iter().enumerate() {
             let mut current = std::vec![0u8; buffer.block.len()];
             buffer.block.read(0, &mut current);
-            let changed = (0..current.len()).find(|&i| !buffer.writable.contains(&i) && current[i] != buffer.image[i]);
+            let changed = first_change(&current, &buffer.image, &buffer.writable);
             if let Some(at) = changed {
                 self.core.report(
                     Rule::TxPayloadModified,
@@ -1431,7 +1450,7 @@ impl<Q: PacketQueue> TxRunner<Q> {
         let Some(block) = self.quarantine.pop_front() else { return };
         let mut current = std::vec![0u8; block.len()];
         block.read(0, &mut current);
-        if let Some(at) = current.iter().position(|&b| b != TX_POISON) {
+        if let Some(at) = first_not(&current, TX_POISON) {
             self.core.report(
                 Rule::TxPayloadModified,
                 std::format!(
@@ -1509,7 +1528,7 @@ impl<Q: PacketQueue> TxRunner<Q> {
         for block in quarantine {
             let mut current = std::vec![0u8; block.len()];
             block.read(0, &mut current);
-            if let Some(at) = current.iter().position(|&b| b != TX_POISON) {
+            if let Some(at) = first_not(&current, TX_POISON) {
                 core.report(
                     Rule::TxPayloadModified,
                     std::format!(
@@ -1872,6 +1891,24 @@ mod tests {
         assert_eq!(poisoned_rx_fragment(), 0x3FFF_FFFF_FFFF_FFFF);
         let f = NetFragment::from_bits(poisoned_rx_fragment());
         assert_eq!((f.offset(), f.valid_length(), f.capacity()), (MAX_OFFSET, MAX_LENGTH, MAX_LENGTH));
+    }
+
+    #[test]
+    fn changes_outside_the_writable_bytes_are_found_at_their_offset() {
+        let image: Vec<u8> = (0..200).map(|i| i as u8).collect();
+        let mut now = image.clone();
+        assert_eq!(first_change(&now, &image, &(0..0)), None);
+        now[3] ^= 1;
+        assert_eq!(first_change(&now, &image, &(2..5)), None, "inside the backfill");
+        now[150] ^= 1;
+        assert_eq!(first_change(&now, &image, &(2..5)), Some(150));
+        assert_eq!(first_change(&now, &image, &(0..0)), Some(3));
+        let mut poisoned = vec![TX_POISON; 200];
+        assert_eq!(first_not(&poisoned, TX_POISON), None);
+        poisoned[130] = 0;
+        poisoned[199] = 0;
+        assert_eq!(first_not(&poisoned, TX_POISON), Some(130));
+        assert_eq!(first_not(&poisoned[131..], TX_POISON), Some(68));
     }
 
     #[test]

@@ -63,8 +63,16 @@ impl TunnelKeys {
             key_id: self.key_id,
             cipher: self.cipher,
             layout: Layout::Standard,
-            encrypt: DirectionKey { key: &self.encrypt.key, key_len: self.key_len, nonce_tail: self.encrypt.nonce_tail },
-            decrypt: DirectionKey { key: &self.decrypt.key, key_len: self.key_len, nonce_tail: self.decrypt.nonce_tail },
+            encrypt: DirectionKey {
+                key: &self.encrypt.key,
+                key_len: self.key_len,
+                nonce_tail: self.encrypt.nonce_tail,
+            },
+            decrypt: DirectionKey {
+                key: &self.decrypt.key,
+                key_len: self.key_len,
+                nonce_tail: self.decrypt.nonce_tail,
+            },
         }
     }
 }
@@ -72,16 +80,32 @@ impl TunnelKeys {
 /// Why a key file was refused, each naming the line (1-based) or field.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KeyFileError {
-    UnknownField { line: usize },
-    DuplicateField { line: usize },
+    UnknownField {
+        line: usize,
+    },
+    DuplicateField {
+        line: usize,
+    },
     MissingField(&'static str),
-    UnknownCipher { line: usize },
-    BadNumber { line: usize },
-    PeerIdOutOfRange { line: usize },
-    KeyIdOutOfRange { line: usize },
-    BadHex { line: usize },
+    UnknownCipher {
+        line: usize,
+    },
+    BadNumber {
+        line: usize,
+    },
+    PeerIdOutOfRange {
+        line: usize,
+    },
+    KeyIdOutOfRange {
+        line: usize,
+    },
+    BadHex {
+        line: usize,
+    },
     /// A key not of the cipher's length, or a nonce tail not 8 bytes.
-    BadLength { line: usize },
+    BadLength {
+        line: usize,
+    },
 }
 
 impl core::fmt::Display for KeyFileError {
@@ -169,7 +193,12 @@ pub fn parse(text: &str, side: Side) -> Result<TunnelKeys, KeyFileError> {
 
 /// A key file with fresh random keys from `random` for `cipher_name`, or
 /// `None` if no such cipher.
-pub fn generate(cipher_name: &str, peer_id: PeerId, key_id: KeyId, random: &mut dyn FnMut(&mut [u8])) -> Option<String> {
+pub fn generate(
+    cipher_name: &str,
+    peer_id: PeerId,
+    key_id: KeyId,
+    random: &mut dyn FnMut(&mut [u8]),
+) -> Option<String> {
     let &(name, _, key_len) = CIPHERS.iter().find(|c| c.0.eq_ignore_ascii_case(cipher_name))?;
     let mut material = [0u8; 2 * (KEY_LEN_MAX + NONCE_TAIL_LEN)];
     random(&mut material);
@@ -210,8 +239,14 @@ mod tests {
     #[test]
     fn malformed_files_name_the_line() {
         let with = |from: &str, to: &str| FILE.replace(from, to);
-        assert_eq!(parse(&with("cipher AES-128-GCM", "cipher DES"), Side::A), Err(KeyFileError::UnknownCipher { line: 2 }));
-        assert_eq!(parse(&with("peer-id 7", "peer-id 16777216"), Side::A), Err(KeyFileError::PeerIdOutOfRange { line: 3 }));
+        assert_eq!(
+            parse(&with("cipher AES-128-GCM", "cipher DES"), Side::A),
+            Err(KeyFileError::UnknownCipher { line: 2 })
+        );
+        assert_eq!(
+            parse(&with("peer-id 7", "peer-id 16777216"), Side::A),
+            Err(KeyFileError::PeerIdOutOfRange { line: 3 })
+        );
         assert_eq!(parse(&with("key-id 2", "key-id 8"), Side::A), Err(KeyFileError::KeyIdOutOfRange { line: 4 }));
         assert_eq!(parse(&with("key-id 2", "key-id x"), Side::A), Err(KeyFileError::BadNumber { line: 4 }));
         assert_eq!(parse(&with("0e0f\n", "0e\n"), Side::A), Err(KeyFileError::BadLength { line: 5 }));
@@ -226,11 +261,14 @@ mod tests {
     #[test]
     fn generated_files_parse_with_the_cipher_key_length() {
         let mut n = 0u8;
-        let mut counter = |b: &mut [u8]| b.iter_mut().for_each(|x| {
-            n = n.wrapping_add(1);
-            *x = n;
-        });
-        let text = generate("chacha20-poly1305", PeerId::new(3).unwrap(), KeyId::new(1).unwrap(), &mut counter).unwrap();
+        let mut counter = |b: &mut [u8]| {
+            b.iter_mut().for_each(|x| {
+                n = n.wrapping_add(1);
+                *x = n;
+            })
+        };
+        let text =
+            generate("chacha20-poly1305", PeerId::new(3).unwrap(), KeyId::new(1).unwrap(), &mut counter).unwrap();
         let a = parse(&text, Side::A).unwrap();
         assert_eq!((a.cipher, a.key_len), (Cipher::ChaCha20Poly1305, 32));
         assert_eq!(a.encrypt.key[0], 1);

@@ -121,6 +121,15 @@ pub struct TunnelOs {
     epoch: std::time::Instant,
 }
 
+impl TunnelOs {
+    /// The model's OS for one adapter: sockets from `wsk`, notifications to
+    /// `notifier` (also what tests use to run the data path over the
+    /// in-memory network).
+    pub fn new(wsk: WskProvider, notifier: Notifier) -> Self {
+        Self { wsk, notifier, epoch: std::time::Instant::now() }
+    }
+}
+
 impl Os for TunnelOs {
     type Crypto = HostCrypto;
     type Transport = HostSocket;
@@ -167,6 +176,21 @@ impl Os for TunnelOs {
 pub struct OnePeer {
     peer: Arc<Peer<HostKey>>,
     control_packets: AtomicU64,
+}
+
+impl OnePeer {
+    pub fn new(peer: Arc<Peer<HostKey>>) -> Self {
+        Self { peer, control_packets: AtomicU64::new(0) }
+    }
+
+    pub fn peer(&self) -> &Arc<Peer<HostKey>> {
+        &self.peer
+    }
+
+    /// Control-channel packets received (and dropped: no control channel).
+    pub fn control_packets(&self) -> u64 {
+        self.control_packets.load(Ordering::Relaxed)
+    }
 }
 
 impl Peers<HostKey> for OnePeer {
@@ -343,7 +367,12 @@ fn wsk_config(verification: Verification) -> WskConfig {
             socket_buffer: Some(SOCKET_BUFFER),
             ..ReceiveConfig::default()
         },
-        send: SendConfig { slots: 512, completion: CompletionMode::Immediate, verify_buffers: full, ..SendConfig::default() },
+        send: SendConfig {
+            slots: 512,
+            completion: CompletionMode::Immediate,
+            verify_buffers: full,
+            ..SendConfig::default()
+        },
         ..WskConfig::default()
     }
 }
@@ -363,11 +392,8 @@ impl HostTunnel {
         let v = nx_verifier.clone();
         wsk_verifier.on_indicate(move |r| v.mark_live(r));
         let notifier = Notifier::new(nx_verifier);
-        let os = Arc::new(TunnelOs {
-            wsk: WskProvider::new(Network::Real, wsk_config(config.verification), wsk_verifier.clone()),
-            notifier: notifier.clone(),
-            epoch: std::time::Instant::now(),
-        });
+        let wsk = WskProvider::new(Network::Real, wsk_config(config.verification), wsk_verifier.clone());
+        let os = Arc::new(TunnelOs::new(wsk, notifier.clone()));
 
         let endpoint = Endpoint { local: config.local, remote: config.remote };
         let peer = Arc::new(Peer::new(config.keys.peer_id, endpoint, None, None, os.now()));
@@ -389,11 +415,12 @@ impl HostTunnel {
             peer.set_mss(mss);
         }
 
-        let peers = OnePeer { peer: peer.clone(), control_packets: AtomicU64::new(0) };
+        let peers = OnePeer::new(peer.clone());
         let dp = Arc::new(Datapath::new(os.clone(), peers));
         let counters = Arc::new(Counters::default());
         let stack = Arc::new(TunStack { tun: tun.clone(), counters, free: Mutex::new(Vec::new()) });
-        let mut nx = HostNetAdapter::with_upper_layer(dp.clone(), notifier, model_config(config.verification), stack.clone());
+        let mut nx =
+            HostNetAdapter::with_upper_layer(dp.clone(), notifier, model_config(config.verification), stack.clone());
         nx.start().map_err(TunnelError::Queues)?;
         // Queues first, then the socket: nothing received is dropped for
         // want of a started RX queue.
@@ -462,11 +489,36 @@ impl HostTunnel {
     pub fn drop_summary(&self) -> String {
         use crate::datapath::DropReason::*;
         let all = [
-            RxNullMdl, RxBatchOverflow, RxTooLong, RxUnmapped, RxMalformed, RxNoSource, RxUnknownPeer,
-            RxUnknownKey, RxReplay, RxAuthFailed, RxDecrypt, RxNotIp, RxSourceNotAllowed, RxNoSlot,
-            RxCopyPoolEmpty, RxQueueFull, RxQueueStopped, RxCancelled, RxStreamBroken, RxBadReturnContext,
-            TxUnroutable, TxNoKey, TxOversize, TxMalformed, TxEncrypt, TxSendRefused, TxSendFailed, TxCancelled,
-            TxNoTransport, TxNoSendSlot,
+            RxNullMdl,
+            RxBatchOverflow,
+            RxTooLong,
+            RxUnmapped,
+            RxMalformed,
+            RxNoSource,
+            RxUnknownPeer,
+            RxUnknownKey,
+            RxReplay,
+            RxAuthFailed,
+            RxDecrypt,
+            RxNotIp,
+            RxSourceNotAllowed,
+            RxNoSlot,
+            RxCopyPoolEmpty,
+            RxQueueFull,
+            RxQueueStopped,
+            RxCancelled,
+            RxStreamBroken,
+            RxBadReturnContext,
+            TxUnroutable,
+            TxNoKey,
+            TxOversize,
+            TxMalformed,
+            TxEncrypt,
+            TxSendRefused,
+            TxSendFailed,
+            TxCancelled,
+            TxNoTransport,
+            TxNoSendSlot,
         ];
         let drops = self.dp.drops();
         let words: Vec<String> =
