@@ -1903,7 +1903,7 @@ mod tests {
         now[150] ^= 1;
         assert_eq!(first_change(&now, &image, &(2..5)), Some(150));
         assert_eq!(first_change(&now, &image, &(0..0)), Some(3));
-        let mut poisoned = vec![TX_POISON; 200];
+        let mut poisoned = std::vec![TX_POISON; 200];
         assert_eq!(first_not(&poisoned, TX_POISON), None);
         poisoned[130] = 0;
         poisoned[199] = 0;
