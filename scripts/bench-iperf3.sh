@@ -36,6 +36,7 @@ NS_A="$TAG-a"
 NS_B="$TAG-b"
 WORK=$(mktemp -d "/tmp/$TAG.XXXXXX")
 PIDS=()
+TUNNEL_PIDS=()
 
 cleanup() {
     local rc=$? pid
@@ -49,8 +50,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-in_a() { ip netns exec "$NS_A" taskset -c "$CPU_A" "$@"; }
-in_b() { ip netns exec "$NS_B" taskset -c "$CPU_B" "$@"; }
+# Command prefixes (not functions: `ip netns exec` and taskset exec the
+# command, so `$!` of a background job is the tunnel's or openvpn's own PID).
+IN_A=(ip netns exec "$NS_A" taskset -c "$CPU_A")
+IN_B=(ip netns exec "$NS_B" taskset -c "$CPU_B")
 
 # --- namespaces: 10.76.0.1 (A) -- veth -- 10.76.0.2 (B) ------------------------
 ip netns add "$NS_A"
@@ -80,7 +83,7 @@ measure() { # server-address args...
     local server=$1
     shift
     local out="$WORK/iperf-$RANDOM.json"
-    in_a iperf3 -c "$server" -t "$DURATION" -J "$@" >"$out" || { cat "$out" >&2; return 1; }
+    "${IN_A[@]}" iperf3 -c "$server" -t "$DURATION" -J "$@" >"$out" || { cat "$out" >&2; return 1; }
     python3 - "$out" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
@@ -106,7 +109,7 @@ args_of() {
 
 run_suite() { # label server-address
     local t
-    in_b iperf3 -s -B "$2" >"$WORK/iperf-server-$1.log" 2>&1 &
+    "${IN_B[@]}" iperf3 -s -B "$2" >"$WORK/iperf-server-$1.log" 2>&1 &
     PIDS+=($!)
     sleep 0.5
     for t in "${TESTS[@]}"; do
@@ -122,19 +125,20 @@ tunnel() {
     local lean=()
     [ "$LEAN" = 1 ] && lean=(--lean)
     for side in a b; do
-        local ns=$NS_A addr=10.77.0.1/24 local=10.76.0.1:1194 remote=10.76.0.2:1194 run=in_a
+        local ns=$NS_A addr=10.77.0.1/24 local=10.76.0.1:1194 remote=10.76.0.2:1194 run=("${IN_A[@]}")
         if [ $side = b ]; then
-            ns=$NS_B addr=10.77.0.2/24 local=10.76.0.2:1194 remote=10.76.0.1:1194 run=in_b
+            ns=$NS_B addr=10.77.0.2/24 local=10.76.0.2:1194 remote=10.76.0.1:1194 run=("${IN_B[@]}")
         fi
         ip -n "$ns" tuntap add dev ovpnt0 mode tun
         ip -n "$ns" addr add "$addr" dev ovpnt0
         ip -n "$ns" link set ovpnt0 up
-        $run "$BIN" run --tun ovpnt0 --local $local --remote $remote --key "$WORK/tunnel.key" \
+        "${run[@]}" "$BIN" run --tun ovpnt0 --local $local --remote $remote --key "$WORK/tunnel.key" \
             --side $side --mss 1400 "${lean[@]}" >"$WORK/tunnel-$side.log" 2>&1 &
         PIDS+=($!)
+        TUNNEL_PIDS+=($!)
         wait_for "$WORK/tunnel-$side.log" " up" 10
     done
-    in_a ping -c 2 -i 0.2 -W 2 10.77.0.2 >/dev/null
+    "${IN_A[@]}" ping -c 2 -i 0.2 -W 2 10.77.0.2 >/dev/null
     run_suite tunnel 10.77.0.2
 }
 
@@ -158,18 +162,18 @@ openvpn_p2p() {
     )
     local common=(--dev ovpnu0 --dev-type tun --proto udp --data-ciphers AES-256-GCM
         --disable-dco --verb 1 --ca "$d/ca.crt" --ping 10 --ping-restart 60)
-    in_a openvpn "${common[@]}" --tls-server --dh none --cert "$d/server.crt" --key "$d/server.key" \
+    "${IN_A[@]}" openvpn "${common[@]}" --tls-server --dh none --cert "$d/server.crt" --key "$d/server.key" \
         --local 10.76.0.1 --lport 1195 --remote 10.76.0.2 1195 \
         --ifconfig 10.78.0.1 10.78.0.2 --log "$WORK/openvpn-a.log" &
     PIDS+=($!)
-    in_b openvpn "${common[@]}" --tls-client --remote-cert-tls server \
+    "${IN_B[@]}" openvpn "${common[@]}" --tls-client --remote-cert-tls server \
         --cert "$d/client.crt" --key "$d/client.key" \
         --local 10.76.0.2 --lport 1195 --remote 10.76.0.1 1195 \
         --ifconfig 10.78.0.2 10.78.0.1 --log "$WORK/openvpn-b.log" &
     PIDS+=($!)
     wait_for "$WORK/openvpn-a.log" "Initialization Sequence Completed" 30
     wait_for "$WORK/openvpn-b.log" "Initialization Sequence Completed" 30
-    in_a ping -c 2 -i 0.2 -W 2 10.78.0.2 >/dev/null
+    "${IN_A[@]}" ping -c 2 -i 0.2 -W 2 10.78.0.2 >/dev/null
     run_suite openvpn 10.78.0.2
 }
 
@@ -196,7 +200,7 @@ for name in tests:
 PY
 if [ "$ONLY" != openvpn ]; then
     # The tunnels stop, then say what they counted and what the verifiers found.
-    kill -INT "${PIDS[0]}" "${PIDS[1]}" 2>/dev/null || true
-    wait "${PIDS[0]}" "${PIDS[1]}" 2>/dev/null || true
+    kill -TERM "${TUNNEL_PIDS[@]}" 2>/dev/null || true
+    wait "${TUNNEL_PIDS[@]}" 2>/dev/null || true
     grep -h "drops\|stopped\|violations" "$WORK"/tunnel-*.log | cut -c1-300 || true
 fi
