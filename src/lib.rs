@@ -23,6 +23,7 @@ extern crate alloc;
 #[cfg(not(windows))]
 extern crate std;
 
+pub mod adapter;
 pub mod control;
 pub mod crypto;
 pub mod datapath;

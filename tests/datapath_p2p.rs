@@ -11,7 +11,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ovpn_dco::control::actions::TransportId;
 use ovpn_dco::control::peers::{Endpoint, Peer};
+use ovpn_dco::control::stats::DeviceStats;
 use ovpn_dco::crypto::Cipher;
 use ovpn_dco::crypto::host::{HostCrypto, HostKey};
 use ovpn_dco::crypto::slots::{DirectionKey, NewKey, SlotIndex, new_slot};
@@ -57,6 +59,10 @@ impl Os for HostOs {
         self.notifier.notify_tx();
     }
 
+    fn set_link_state(&self, _up: bool) {}
+
+    fn schedule_timer(&self, _due: Instant) {}
+
     fn open_udp(
         &self,
         local: SocketAddr,
@@ -93,12 +99,12 @@ impl Peers<HostKey> for P2p {
     fn source_allowed(&self, _peer: &Peer<HostKey>, _inner_src: IpAddr) -> bool {
         true
     }
-    fn control_packet(&self, _from: SocketAddr, bytes: &[u8]) {
+    fn control_packet(&self, _transport: TransportId, _from: SocketAddr, bytes: &[u8]) {
         self.controls.lock().unwrap().push(bytes.to_vec());
     }
     fn float(&self, _peer: &Peer<HostKey>, _from: SocketAddr) {}
-    fn connected(&self, _status: NtStatus) {}
-    fn disconnected(&self, _status: NtStatus) {}
+    fn connected(&self, _transport: TransportId, _status: NtStatus) {}
+    fn disconnected(&self, _transport: TransportId, _status: NtStatus) {}
 }
 
 type Dp = Datapath<HostOs, P2p>;
@@ -152,8 +158,9 @@ fn node(
     let ep = Endpoint { local, remote };
     let peer = Arc::new(Peer::new(PeerId::new(1).unwrap(), ep, None, None, os.now()));
     install(&peer, SlotIndex::Primary, 1, keys.0, keys.1);
-    let dp = Arc::new(Datapath::new(os, P2p { peer: peer.clone(), controls: Mutex::new(Vec::new()) }));
-    dp.open_udp(local, Some(remote), false).unwrap();
+    let stats = Arc::new(DeviceStats::default());
+    let dp = Arc::new(Datapath::new(os, P2p { peer: peer.clone(), controls: Mutex::new(Vec::new()) }, stats));
+    dp.open_udp(TransportId(1), local, Some(remote), false).unwrap();
     let mut nx = HostNetAdapter::new(dp.clone(), notifier, config);
     nx.start().unwrap();
     wait_started(&dp);
@@ -310,7 +317,7 @@ fn two_peers_exchange_traffic_over_the_loopback_without_copying_received_data() 
     assert_eq!(exchange(&na, &nb, 0..300, true), 300);
     assert_eq!(exchange(&nb, &na, 1000..1300, true), 300);
     for n in [&na, &nb] {
-        let s = n.dp.stats();
+        let s = n.dp.copies();
         assert_eq!(s.rx_copied_bytes.load(std::sync::atomic::Ordering::Relaxed), 0, "RX zero-copy");
         assert_eq!(n.dp.drops().total(), 0);
     }
@@ -390,6 +397,6 @@ fn two_peers_exchange_traffic_over_real_udp() {
     assert!(got >= 190, "{got} of 200");
     let got = exchange(&nb, &na, 500..700, false);
     assert!(got >= 190, "{got} of 200");
-    assert_eq!(nb.dp.stats().rx_copied_bytes.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(nb.dp.copies().rx_copied_bytes.load(std::sync::atomic::Ordering::Relaxed), 0);
     teardown(na, nb, &wv);
 }

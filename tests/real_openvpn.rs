@@ -331,7 +331,7 @@ fn host_tunnel_takes_over_the_real_client(test: &str, cipher: DataCipher) {
     assert_eq!(after.matches(SERVER_REPLAY_LINE).count(), 1, "exactly the one replay is rejected");
     assert_eq!(after.matches("AEAD Decrypt error").count(), 2, "nothing but the replay and the tampered packet fails");
 
-    let dp = tunnel.datapath().stats();
+    let dp = tunnel.datapath().copies();
     let relaxed = std::sync::atomic::Ordering::Relaxed;
     // Only clamped SYNs are gathered into the send slot (every TUN packet
     // is one fragment): the handshake's MSS was clamped.

@@ -22,7 +22,9 @@ use alloc::sync::Arc;
 use core::net::{IpAddr, SocketAddr};
 use core::ptr::NonNull;
 
+use crate::control::actions::TransportId;
 use crate::control::peers::Peer;
+use crate::control::stats::DeviceStats;
 use crate::crypto::CryptoProvider;
 use crate::netcx::ring::NetRingCollection;
 use crate::ntstatus::NtStatus;
@@ -38,7 +40,7 @@ pub mod stats;
 pub mod tx;
 
 pub use socket::{CloseProgress, Link};
-pub use stats::{DeviceStats, DropReason, Drops};
+pub use stats::{CopyStats, DropReason, Drops};
 pub use tx::TxError;
 
 /// The key type of `O`'s crypto provider.
@@ -106,21 +108,22 @@ pub trait Peers<K>: Send + Sync + 'static {
     /// iroute). P2P: always true.
     fn source_allowed(&self, peer: &Peer<K>, inner_src: IpAddr) -> bool;
 
-    /// A control-channel packet (any opcode but P_DATA_V2) from `from`. The
-    /// bytes are only borrowed for the call: copy them.
-    fn control_packet(&self, from: SocketAddr, bytes: &[u8]);
+    /// A control-channel packet (any opcode but P_DATA_V2) from `from`,
+    /// received on the socket opened as `transport`. The bytes are only
+    /// borrowed for the call: copy them.
+    fn control_packet(&self, transport: TransportId, from: SocketAddr, bytes: &[u8]);
 
     /// An authenticated data packet of `peer` came from a transport address
     /// other than its endpoint's remote: the control plane decides whether
     /// to float (and notify).
     fn float(&self, peer: &Peer<K>, from: SocketAddr);
 
-    /// TCP: the connect finished with `status`.
-    fn connected(&self, status: NtStatus);
+    /// TCP: the connect of `transport` finished with `status`.
+    fn connected(&self, transport: TransportId, status: NtStatus);
 
     /// TCP: the connection is gone (peer closed or reset, or the stream's
     /// framing broke: [`NtStatus::CONNECTION_ABORTED`]).
-    fn disconnected(&self, status: NtStatus);
+    fn disconnected(&self, transport: TransportId, status: NtStatus);
 }
 
 /// State every part of the data path shares: OS services, the control
@@ -128,7 +131,9 @@ pub trait Peers<K>: Send + Sync + 'static {
 pub(crate) struct Shared<O: Os, P: Peers<KeyOf<O>>> {
     pub os: Arc<O>,
     pub peers: P,
-    pub stats: DeviceStats,
+    /// OVPN_STATS, the control plane's (NEW_PEER resets them).
+    pub stats: Arc<DeviceStats>,
+    pub copies: CopyStats,
     pub drops: Drops,
     pub rx: rx::RxState<O, P>,
     pub tx_notify: tx::TxNotify,
@@ -155,11 +160,14 @@ pub struct Datapath<O: Os, P: Peers<KeyOf<O>>> {
 
 impl<O: Os, P: Peers<KeyOf<O>>> Datapath<O, P> {
     /// Allocates every RX table and pool (adapter creation, PASSIVE_LEVEL).
-    pub fn new(os: Arc<O>, peers: P) -> Self {
+    /// `stats` are the device's OVPN_STATS counters, which the data path
+    /// feeds per packet.
+    pub fn new(os: Arc<O>, peers: P, stats: Arc<DeviceStats>) -> Self {
         let shared = Arc::new(Shared {
             os,
             peers,
-            stats: DeviceStats::default(),
+            stats,
+            copies: CopyStats::default(),
             drops: Drops::default(),
             rx: rx::RxState::new(),
             tx_notify: tx::TxNotify::default(),
@@ -174,9 +182,14 @@ impl<O: Os, P: Peers<KeyOf<O>>> Datapath<O, P> {
         &self.shared.peers
     }
 
-    /// OVPN_STATS counters (and the copy accounting).
-    pub fn stats(&self) -> &DeviceStats {
+    /// The OVPN_STATS counters, as given to [`Datapath::new`].
+    pub fn stats(&self) -> &Arc<DeviceStats> {
         &self.shared.stats
+    }
+
+    /// Bytes copied on receive and send.
+    pub fn copies(&self) -> &CopyStats {
+        &self.shared.copies
     }
 
     /// Drop counters by reason.
@@ -204,19 +217,36 @@ impl<O: Os, P: Peers<KeyOf<O>>> Datapath<O, P> {
     }
 
     /// NEW_PEER (UDP): opens the socket bound to `local`; with `remote`
-    /// (P2P) only its datagrams are accepted.
-    pub fn open_udp(&self, local: SocketAddr, remote: Option<SocketAddr>, ipv6_only: bool) -> Result<(), NtStatus> {
-        self.open(socket::LinkKind::Udp, remote, |events| self.shared.os.open_udp(local, remote, ipv6_only, events))
+    /// (P2P) only its datagrams are accepted. Its events reach [`Peers`]
+    /// tagged `transport`.
+    pub fn open_udp(
+        &self,
+        transport: TransportId,
+        local: SocketAddr,
+        remote: Option<SocketAddr>,
+        ipv6_only: bool,
+    ) -> Result<(), NtStatus> {
+        self.open(transport, socket::LinkKind::Udp, remote, |events| {
+            self.shared.os.open_udp(local, remote, ipv6_only, events)
+        })
     }
 
     /// NEW_PEER (TCP): starts connecting to `remote`; completion is
-    /// reported through [`Peers::connected`].
-    pub fn open_tcp(&self, local: SocketAddr, remote: SocketAddr) -> Result<(), NtStatus> {
-        self.open(socket::LinkKind::Tcp, Some(remote), |events| self.shared.os.open_tcp(local, remote, events))
+    /// reported through [`Peers::connected`] (possibly before this returns).
+    pub fn open_tcp(&self, transport: TransportId, local: SocketAddr, remote: SocketAddr) -> Result<(), NtStatus> {
+        self.open(transport, socket::LinkKind::Tcp, Some(remote), |events| {
+            self.shared.os.open_tcp(local, remote, events)
+        })
+    }
+
+    /// Whether a socket is open or still closing.
+    pub fn has_transport(&self) -> bool {
+        self.shared.link.lock().is_some() || self.shared.closing.lock().is_some()
     }
 
     fn open(
         &self,
+        id: TransportId,
         kind: socket::LinkKind,
         remote: Option<SocketAddr>,
         open: impl FnOnce(Arc<dyn crate::os::SocketEvents>) -> Result<O::Transport, NtStatus>,
@@ -224,7 +254,7 @@ impl<O: Os, P: Peers<KeyOf<O>>> Datapath<O, P> {
         if self.shared.link.lock().is_some() || self.shared.closing.lock().is_some() {
             return Err(NtStatus::INVALID_DEVICE_STATE);
         }
-        let link = Link::new(self.shared.clone(), kind, remote);
+        let link = Link::new(self.shared.clone(), id, kind, remote);
         let transport = open(link.clone())?;
         link.attach(transport);
         let mut current = self.shared.link.lock();
@@ -249,17 +279,31 @@ impl<O: Os, P: Peers<KeyOf<O>>> Datapath<O, P> {
             link.detach();
             *self.shared.closing.lock() = Some(link);
         }
+        self.poll_close()
+    }
+
+    /// Closes the socket [`Datapath::close_transport`] left waiting, if
+    /// nothing holds it any more; leaves the current socket alone.
+    pub fn poll_close(&self) -> CloseProgress {
         let closing = self.shared.closing.lock().clone();
         let Some(link) = closing else {
             return CloseProgress::Closed;
         };
         match link.try_close() {
             CloseProgress::Closed => {
-                *self.shared.closing.lock() = None;
+                let mut slot = self.shared.closing.lock();
+                if slot.as_ref().is_some_and(|l| Arc::ptr_eq(l, &link)) {
+                    *slot = None;
+                }
                 CloseProgress::Closed
             }
             waiting => waiting,
         }
+    }
+
+    /// The control plane's id of the socket in use, if any.
+    pub fn transport(&self) -> Option<TransportId> {
+        self.shared.link.lock().as_ref().map(|l| l.id())
     }
 
     /// A control-channel packet from OpenVPN (WriteFile) to `to`.

@@ -448,9 +448,10 @@ unsafe fn copy_chain(head: NonNull<Mdl>, offset: u32, dst: &mut [u8]) -> Result<
     if written == dst.len() { Ok(()) } else { Err(DropReason::RxUnmapped) }
 }
 
-fn deliver_control<O: Os, P: Peers<KeyOf<O>>>(shared: &Shared<O, P>, from: core::net::SocketAddr, bytes: &[u8]) {
-    shared.peers.control_packet(from, bytes);
-    bump(&shared.stats.received_control_packets);
+/// The control plane counts what it accepts (ReceivedControlPackets), as it
+/// alone knows whether the socket is still its own.
+fn deliver_control<O: Os, P: Peers<KeyOf<O>>>(link: &Link<O, P>, from: core::net::SocketAddr, bytes: &[u8]) {
+    link.shared.peers.control_packet(link.id(), from, bytes);
 }
 
 fn drop_data<O: Os, P: Peers<KeyOf<O>>>(shared: &Shared<O, P>, reason: DropReason) {
@@ -470,7 +471,7 @@ fn receive_in_place<O: Os, P: Peers<KeyOf<O>>>(
     let shared = &*link.shared;
     let header = match classify(bytes) {
         Ok(PacketKind::Control) => {
-            deliver_control(shared, from, bytes);
+            deliver_control(link, from, bytes);
             return false;
         }
         Ok(PacketKind::Data(header)) => header,
@@ -534,7 +535,7 @@ fn receive_copy<O: Os, P: Peers<KeyOf<O>>>(
     }
     let header = match classify(buf) {
         Ok(PacketKind::Control) => {
-            deliver_control(shared, from, buf);
+            deliver_control(link, from, buf);
             rx.buffers.put(index);
             return false;
         }
@@ -550,7 +551,7 @@ fn receive_copy<O: Os, P: Peers<KeyOf<O>>>(
         drop_data(shared, DropReason::RxUnknownPeer);
         return false;
     };
-    add(&shared.stats.rx_copied_bytes, len);
+    add(&shared.copies.rx_copied_bytes, len);
     data_into_slot(shared, &peer, buf, Owner::Copied(index), from, now)
 }
 
@@ -695,7 +696,7 @@ pub(crate) fn receive_stream<O: Os, P: Peers<KeyOf<O>>>(link: &Link<O, P>, bytes
     if broken {
         // The framing is lost for good: the connection is useless.
         shared.drop_packet(DropReason::RxStreamBroken);
-        shared.peers.disconnected(NtStatus::CONNECTION_ABORTED);
+        shared.peers.disconnected(link.id(), NtStatus::CONNECTION_ABORTED);
     }
 }
 

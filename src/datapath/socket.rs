@@ -14,6 +14,7 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use super::{KeyOf, Peers, SEND_SLOTS_MAX, Shared, rx, tx};
+use crate::control::actions::TransportId;
 use crate::netcx::wsk::{AF_INET, AF_INET6, SockAddr, WskDatagramIndication};
 use crate::ntstatus::NtStatus;
 use crate::os::sync::SpinLock;
@@ -42,6 +43,8 @@ pub enum CloseProgress {
 pub struct Link<O: Os, P: Peers<KeyOf<O>>> {
     me: Weak<Self>,
     pub(crate) shared: Arc<Shared<O, P>>,
+    /// The control plane's name for this socket, on every event.
+    id: TransportId,
     kind: LinkKind,
     /// The connected remote (P2P UDP, TCP): the sender of every datagram.
     remote: Option<SocketAddr>,
@@ -61,11 +64,17 @@ pub struct Link<O: Os, P: Peers<KeyOf<O>>> {
 
 impl<O: Os, P: Peers<KeyOf<O>>> Link<O, P> {
     /// Allocates the socket's tables (PASSIVE_LEVEL, at NEW_PEER).
-    pub(crate) fn new(shared: Arc<Shared<O, P>>, kind: LinkKind, remote: Option<SocketAddr>) -> Arc<Self> {
+    pub(crate) fn new(
+        shared: Arc<Shared<O, P>>,
+        id: TransportId,
+        kind: LinkKind,
+        remote: Option<SocketAddr>,
+    ) -> Arc<Self> {
         let tcp = kind == LinkKind::Tcp;
         Arc::new_cyclic(|me| Self {
             me: me.clone(),
             shared,
+            id,
             kind,
             remote,
             transport: SpinLock::new(None),
@@ -82,6 +91,10 @@ impl<O: Os, P: Peers<KeyOf<O>>> Link<O, P> {
     pub(crate) fn attach(&self, transport: O::Transport) {
         self.send.fill(transport.send_slots().min(SEND_SLOTS_MAX));
         *self.transport.lock() = Some(Arc::new(transport));
+    }
+
+    pub fn id(&self) -> TransportId {
+        self.id
     }
 
     pub fn kind(&self) -> LinkKind {
@@ -190,11 +203,11 @@ impl<O: Os, P: Peers<KeyOf<O>>> SocketEvents for Link<O, P> {
     }
 
     fn connected(&self, status: NtStatus) {
-        self.shared.peers.connected(status);
+        self.shared.peers.connected(self.id, status);
     }
 
     fn disconnected(&self, status: NtStatus) {
-        self.shared.peers.disconnected(status);
+        self.shared.peers.disconnected(self.id, status);
     }
 }
 

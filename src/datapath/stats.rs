@@ -1,5 +1,7 @@
-//! Device counters (OVPN_STATS) and the per-reason drop counters every
-//! bounded or failing step of the data path feeds.
+//! The data path's own counters: drops by reason and the copy accounting.
+//! The OVPN_STATS counters are the control plane's
+//! ([`crate::control::stats::DeviceStats`]), shared through an `Arc` and
+//! fed by the data path per packet.
 //!
 //! Relaxed atomics throughout: counters order nothing, they are summed when
 //! OpenVPN asks (GET_STATS) and read by tests.
@@ -7,66 +9,24 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::crypto::slots::DataError;
-use crate::uapi::types::OvpnStats;
 
-/// The OVPN_STATS counters the data path owns.
-#[derive(Debug, Default)]
-pub struct DeviceStats {
-    pub lost_in_control_packets: AtomicU64,
-    pub lost_out_control_packets: AtomicU64,
-    pub lost_in_data_packets: AtomicU64,
-    pub lost_out_data_packets: AtomicU64,
-    pub received_data_packets: AtomicU64,
-    pub received_control_packets: AtomicU64,
-    pub sent_control_packets: AtomicU64,
-    pub sent_data_packets: AtomicU64,
-    pub transport_bytes_sent: AtomicU64,
-    pub transport_bytes_received: AtomicU64,
-    pub tun_bytes_sent: AtomicU64,
-    pub tun_bytes_received: AtomicU64,
-    /// Not in OVPN_STATS: bytes of received data packets that took the copy
-    /// path (design.md accounting: "bytes copied per delivered byte").
-    pub rx_copied_bytes: AtomicU64,
-    /// Not in OVPN_STATS: bytes of sent data packets gathered into a send
-    /// slot before encryption (multi-fragment packets, MSS-clamped SYNs).
-    pub tx_copied_bytes: AtomicU64,
-}
+pub(crate) use crate::control::stats::bump;
 
-pub(crate) fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
-}
-
+/// `n` more bytes on an OVPN_STATS byte counter (or a copy counter).
 pub(crate) fn add(counter: &AtomicU64, n: usize) {
-    counter.fetch_add(n as u64, Ordering::Relaxed);
+    crate::control::stats::add_bytes(counter, n as u64);
 }
 
-fn to_long(v: &AtomicU64) -> i32 {
-    i32::try_from(v.load(Ordering::Relaxed)).unwrap_or(i32::MAX)
-}
-
-fn to_long64(v: &AtomicU64) -> i64 {
-    i64::try_from(v.load(Ordering::Relaxed)).unwrap_or(i64::MAX)
-}
-
-impl DeviceStats {
-    /// OVPN_STATS as GET_STATS returns it. The LONG fields saturate
-    /// instead of wrapping negative.
-    pub fn snapshot(&self) -> OvpnStats {
-        OvpnStats {
-            lost_in_control_packets: to_long(&self.lost_in_control_packets),
-            lost_out_control_packets: to_long(&self.lost_out_control_packets),
-            lost_in_data_packets: to_long(&self.lost_in_data_packets),
-            lost_out_data_packets: to_long(&self.lost_out_data_packets),
-            received_data_packets: to_long(&self.received_data_packets),
-            received_control_packets: to_long(&self.received_control_packets),
-            sent_control_packets: to_long(&self.sent_control_packets),
-            sent_data_packets: to_long(&self.sent_data_packets),
-            transport_bytes_sent: to_long64(&self.transport_bytes_sent),
-            transport_bytes_received: to_long64(&self.transport_bytes_received),
-            tun_bytes_sent: to_long64(&self.tun_bytes_sent),
-            tun_bytes_received: to_long64(&self.tun_bytes_received),
-        }
-    }
+/// Bytes the data path copied instead of handing over in place (design.md
+/// accounting: "bytes copied per delivered byte"). Not in OVPN_STATS and
+/// not reset by NEW_PEER: they describe the driver, not the session.
+#[derive(Debug, Default)]
+pub struct CopyStats {
+    /// Bytes of received data packets that took the copy path.
+    pub rx_copied_bytes: AtomicU64,
+    /// Bytes of sent data packets gathered into a send slot before
+    /// encryption (multi-fragment packets, MSS-clamped SYNs).
+    pub tx_copied_bytes: AtomicU64,
 }
 
 /// Why a packet (or a whole indication) was not delivered or not sent.
@@ -182,7 +142,7 @@ impl Default for Drops {
 impl Drops {
     pub(crate) fn count(&self, reason: DropReason) {
         if let Some(c) = self.counters.get(reason as usize) {
-            bump(c);
+            c.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -223,15 +183,5 @@ mod tests {
         assert_eq!(DropReason::of_rx(DataError::KeyReplaced), DropReason::RxDecrypt);
         assert_eq!(DropReason::of_tx(DataError::NoPrimaryKey), DropReason::TxNoKey);
         assert_eq!(DropReason::of_tx(DataError::PacketIdExhausted), DropReason::TxEncrypt);
-    }
-
-    #[test]
-    fn long_counters_saturate_in_the_snapshot() {
-        let s = DeviceStats::default();
-        s.sent_data_packets.store(u64::from(u32::MAX), Ordering::Relaxed);
-        add(&s.tun_bytes_sent, 1500);
-        let snap = s.snapshot();
-        assert_eq!(snap.sent_data_packets, i32::MAX);
-        assert_eq!(snap.tun_bytes_sent, 1500);
     }
 }

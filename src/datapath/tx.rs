@@ -372,10 +372,9 @@ fn finish<O: Os, P: Peers<KeyOf<O>>>(link: &Link<O, P>, slot: u16, outcome: Resu
             bump(&stats.sent_data_packets);
             add(&stats.transport_bytes_sent, bytes);
         }
-        (SendUse::Control, Ok(bytes)) => {
-            bump(&stats.sent_control_packets);
-            add(&stats.transport_bytes_sent, bytes);
-        }
+        // SentControlPackets is counted by the control plane when it
+        // accepts the write; a failed send shows in LostOutControlPackets.
+        (SendUse::Control, Ok(bytes)) => add(&stats.transport_bytes_sent, bytes),
         (SendUse::Data { .. } | SendUse::Keepalive, Err(reason)) => {
             shared.drop_packet(reason);
             bump(&stats.lost_out_data_packets);
@@ -694,7 +693,7 @@ impl<O: Os, P: Peers<KeyOf<O>>> TxQueue<O, P> {
         add(&peer.stats.vpn_tx_bytes, plaintext);
         add(&peer.stats.link_tx_bytes, len);
         if copied {
-            add(&shared.stats.tx_copied_bytes, plaintext);
+            add(&shared.copies.tx_copied_bytes, plaintext);
         }
         peer.mark_sent(shared.os.now());
         self.inner.in_flight.fetch_add(1, Ordering::AcqRel);

@@ -50,6 +50,17 @@ pub trait Os: Send + Sync + 'static {
     /// `NetTxQueueNotifyMoreCompletedPacketsAvailable`: any context.
     fn notify_tx(&self);
 
+    /// `NetAdapterSetLinkState`: reports the adapter's media connect state
+    /// (OpenVPN's START_VPN connects it, handle close disconnects it). Any
+    /// context up to DISPATCH_LEVEL.
+    fn set_link_state(&self, up: bool);
+
+    /// Runs the adapter's timer (`Adapter::timer`) at PASSIVE_LEVEL at
+    /// `due` or soon after; a later call replaces the due time (a WDFTIMER
+    /// with passive execution level, restarted by `WdfTimerStart`). Any
+    /// context. Keepalive and socket-close work run from it.
+    fn schedule_timer(&self, due: Instant);
+
     /// Creates a UDP socket bound to `local` (port 0 = any), delivering its
     /// events to `events`. With `remote`, only datagrams from it are
     /// accepted (P2P: `SIO_WSK_SET_REMOTE_ADDRESS`); without, any (MP,

@@ -3,6 +3,7 @@
 //! in-memory network as real indication lists, sent there raw by a second
 //! data path's socket (the WriteFile path, which sends bytes as given).
 
+use ovpn_dco::control::actions::TransportId;
 use ovpn_dco::control::peers::{Endpoint, Peer};
 use ovpn_dco::crypto::host::HostKey;
 use ovpn_dco::crypto::slots::{Slot, SlotIndex};
@@ -65,7 +66,7 @@ impl DatapathReceiver {
         let peer = Arc::new(Peer::new(PeerId::new(0).expect("peer id 0"), endpoint, None, None, os_rx.now()));
         peer.tx.lock().install(SlotIndex::Primary, slot.tx);
         peer.rx.lock().install(SlotIndex::Primary, slot.rx);
-        let dp = Arc::new(Datapath::new(os_rx, OnePeer::new(peer)));
+        let dp = Arc::new(Datapath::new(os_rx, OnePeer::new(peer), Arc::default()));
         let mut nx = HostNetAdapter::new(dp.clone(), notifier, ModelConfig::default());
         nx.start().map_err(|s| format!("queues: {s:?}"))?;
         let deadline = Instant::now() + WAIT;
@@ -75,14 +76,14 @@ impl DatapathReceiver {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
-        dp.open_udp(to, Some(from), false).map_err(|s| format!("receiver socket: {s:?}"))?;
+        dp.open_udp(TransportId(1), to, Some(from), false).map_err(|s| format!("receiver socket: {s:?}"))?;
 
         // The injector only sends: its own key slots stay empty.
         let (os_tx, _) = os(&network, &wsk, Verifier::new());
         let endpoint = Endpoint { local: from, remote: to };
         let idle = Arc::new(Peer::new(PeerId::new(0).expect("peer id 0"), endpoint, None, None, os_tx.now()));
-        let injector = Arc::new(Datapath::new(os_tx, OnePeer::new(idle)));
-        injector.open_udp(from, Some(to), false).map_err(|s| format!("injector socket: {s:?}"))?;
+        let injector = Arc::new(Datapath::new(os_tx, OnePeer::new(idle), Arc::default()));
+        injector.open_udp(TransportId(1), from, Some(to), false).map_err(|s| format!("injector socket: {s:?}"))?;
         Ok(Self { dp, nx, injector, wsk, to, delivered: 0 })
     }
 
@@ -96,7 +97,9 @@ impl DatapathReceiver {
     /// control plane, and nothing left in its RX tables.
     pub fn receive_all(&mut self, datagrams: &[&[u8]]) -> Result<Received, String> {
         let accounted = |dp: &Dp| {
-            dp.stats().received_data_packets.load(Ordering::Relaxed) + dp.drops().total() + dp.peers().control_packets()
+            u64::from(dp.stats().received_data_packets.load(Ordering::Relaxed))
+                + dp.drops().total()
+                + dp.peers().control_packets()
         };
         let received_before = self.dp.stats().received_data_packets.load(Ordering::Relaxed);
         let target = accounted(&self.dp) + datagrams.len() as u64;
@@ -136,7 +139,7 @@ impl DatapathReceiver {
     /// Stops the queues, closes both sockets, and fails on anything either
     /// model's verifier found; also asserts RX never copied.
     pub fn finish(mut self) -> Result<(), String> {
-        let copied = self.dp.stats().rx_copied_bytes.load(Ordering::Relaxed);
+        let copied = self.dp.copies().rx_copied_bytes.load(Ordering::Relaxed);
         self.nx.finish();
         let v = self.nx.verifier();
         let mut problems: Vec<String> = v.violations().iter().map(|x| format!("{x:?}")).collect();

@@ -8,9 +8,12 @@
 //!   memory that every part of the model (and the test) reports to.
 //! - [`wsk`]: Winsock Kernel sockets over real UDP/TCP and an in-memory
 //!   loopback, with its own ownership verifier.
+//! - [`os`]: the model as one adapter's `Os` (clock with virtual time,
+//!   link state, the passive timer as a thread).
 
 mod memory;
 pub mod netadapter;
+pub mod os;
 #[cfg(target_os = "linux")]
 pub mod tunnel;
 pub mod verifier;

@@ -34,6 +34,7 @@ use std::sync::Mutex;
 use std::thread::JoinHandle;
 use std::vec::Vec;
 
+use crate::control::actions::TransportId;
 use crate::control::keepalive::Keepalive;
 use crate::control::peers::{Endpoint, Peer};
 use crate::crypto::host::{HostCrypto, HostKey};
@@ -150,6 +151,10 @@ impl Os for TunnelOs {
         self.notifier.notify_tx();
     }
 
+    fn set_link_state(&self, _up: bool) {}
+
+    fn schedule_timer(&self, _due: Instant) {}
+
     fn open_udp(
         &self,
         local: SocketAddr,
@@ -203,14 +208,14 @@ impl Peers<HostKey> for OnePeer {
     fn source_allowed(&self, _peer: &Peer<HostKey>, _inner_src: IpAddr) -> bool {
         true
     }
-    fn control_packet(&self, _from: SocketAddr, _bytes: &[u8]) {
+    fn control_packet(&self, _transport: TransportId, _from: SocketAddr, _bytes: &[u8]) {
         // No control channel here: the keys are static or taken over.
         self.control_packets.fetch_add(1, Ordering::Relaxed);
     }
     // The socket only accepts the configured remote, so no float.
     fn float(&self, _peer: &Peer<HostKey>, _from: SocketAddr) {}
-    fn connected(&self, _status: NtStatus) {}
-    fn disconnected(&self, _status: NtStatus) {}
+    fn connected(&self, _transport: TransportId, _status: NtStatus) {}
+    fn disconnected(&self, _transport: TransportId, _status: NtStatus) {}
 }
 
 /// The tunnel's data path.
@@ -416,7 +421,7 @@ impl HostTunnel {
         }
 
         let peers = OnePeer::new(peer.clone());
-        let dp = Arc::new(Datapath::new(os.clone(), peers));
+        let dp = Arc::new(Datapath::new(os.clone(), peers, Arc::default()));
         let counters = Arc::new(Counters::default());
         let stack = Arc::new(TunStack { tun: tun.clone(), counters, free: Mutex::new(Vec::new()) });
         let mut nx =
@@ -430,7 +435,7 @@ impl HostTunnel {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
-        dp.open_udp(config.local, Some(config.remote), false).map_err(TunnelError::Socket)?;
+        dp.open_udp(TransportId(1), config.local, Some(config.remote), false).map_err(TunnelError::Socket)?;
 
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
@@ -470,7 +475,7 @@ impl HostTunnel {
     pub fn stats(&self) -> TunnelStats {
         let c = &self.stack.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let received = get(&self.dp.stats().received_data_packets);
+        let received = u64::from(self.dp.stats().received_data_packets.load(Ordering::Relaxed));
         TunnelStats {
             tun_read: get(&c.tun_read),
             tun_read_dropped: get(&c.tun_read_dropped),

@@ -1,0 +1,228 @@
+//! One MP server adapter and three P2P client adapters on the loopback
+//! hub, configured as OpenVPN 2.7 configures ovpn-dco-win (SET_MODE,
+//! MP_START_VPN, MP_NEW_PEER with VPN addresses, NEW_KEY per peer, an
+//! iroute): traffic routed by inner address both ways, anti-spoofing,
+//! MP_DEL_PEER, keepalive expiry notified through NOTIFY_EVENT, and the
+//! control channel with its sockaddr prefix.
+
+#![cfg(not(windows))]
+
+mod adapter_common;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use adapter_common::*;
+use ovpn_dco::control::device::ReadOutcome;
+use ovpn_dco::datapath::DropReason;
+use ovpn_dco::ntstatus::NtStatus;
+use ovpn_dco::os::host::netadapter::{ModelConfig, TxPacket};
+use ovpn_dco::os::host::wsk::{LoopbackConfig, LoopbackHub, Network, WskConfig, WskVerifier};
+use ovpn_dco::uapi::Ioctl;
+
+const SERVER_VPN: Ipv4Addr = Ipv4Addr::new(10, 8, 0, 1);
+const IROUTE_HOST: Ipv4Addr = Ipv4Addr::new(192, 168, 3, 7);
+/// NOTIFY_EVENT Cmd and DelPeerReason values (ovpn-dco-win uapi).
+const CMD_DEL_PEER: i32 = 0;
+const REASON_USERSPACE: i32 = 1;
+const REASON_EXPIRED: i32 = 2;
+
+fn server_addr() -> SocketAddr {
+    sa("10.0.0.1:1194")
+}
+
+fn client_addr(k: u32) -> SocketAddr {
+    SocketAddr::from(([10, 0, 1, k as u8], 5000))
+}
+
+fn client_vpn(k: u32) -> Ipv4Addr {
+    Ipv4Addr::new(10, 8, 0, 1 + k as u8)
+}
+
+struct Net {
+    server: Node,
+    clients: Vec<Node>,
+    wv: std::sync::Arc<WskVerifier>,
+}
+
+/// The server up with three clients connected.
+fn network() -> Net {
+    let hub = LoopbackHub::new(LoopbackConfig::default());
+    let wv = WskVerifier::new();
+    let node = || Node::new(Network::Loopback(hub.clone()), &wv, ModelConfig::default(), WskConfig::default());
+    let server = node();
+    // ovpn_dco_init_mp: SET_MODE(MP) connects the adapter.
+    server.ok(Ioctl::SetMode, &set_mode(1), 0);
+    assert!(server.os.link_up(), "SET_MODE(MP) connects the adapter");
+    let start = mp_start_vpn(server_addr(), false);
+    let echo = server.parks_then_succeeds(Ioctl::MpStartVpn, &start, 32);
+    assert_eq!(echo, start, "MP_START_VPN echoes the listen address");
+
+    let mut clients = Vec::new();
+    for k in 1..=3u32 {
+        // After the handshake: MP_NEW_PEER, the peer's key, (iroutes).
+        let id = k as i32;
+        server.ok(Ioctl::MpNewPeer, &mp_new_peer(client_addr(k), client_vpn(k).octets(), [0; 16], id), 0);
+        server.new_key(Side::A, PRIMARY, k as u8, id);
+        let client = node();
+        client.p2p_up_with_key(client_addr(k), server_addr(), UDP, Side::B, (0, 0), k as u8, id);
+        clients.push(client);
+    }
+    server.ok(Ioctl::MpAddIroute, &iroute(IpAddr::V4(Ipv4Addr::new(192, 168, 3, 0)), 24, 3), 0);
+    Net { server, clients, wv }
+}
+
+fn finish(net: Net) {
+    net.server.finish();
+    for c in net.clients {
+        c.finish();
+    }
+    net.wv.assert_clean();
+}
+
+/// Client `k` sends `ids` with inner source `src` to the server.
+fn client_sends(c: &Node, src: Ipv4Addr, ids: std::ops::Range<u32>) {
+    let done = c.nx.completed().len();
+    for id in ids.clone() {
+        c.nx.send(TxPacket::new(packet(src, SERVER_VPN, id, len_of(id))));
+    }
+    assert!(c.nx.wait_completed(done + ids.len(), WAIT));
+}
+
+fn notify_event(server: &Node) -> (i32, i32, i32) {
+    let out = server.ok(Ioctl::NotifyEvent, &[], 144);
+    let (cmd, peer, reason, _) = parse_event(&out);
+    (cmd, peer, reason)
+}
+
+#[test]
+fn a_server_routes_three_clients_by_vpn_address_and_iroute() {
+    let net = network();
+    let s = &net.server;
+
+    // Each client's traffic reaches the server's OS with its own source.
+    for (i, c) in net.clients.iter().enumerate() {
+        let k = i as u32 + 1;
+        client_sends(c, client_vpn(k), k * 1000..k * 1000 + 50);
+    }
+    assert!(s.nx.wait_delivered(150, WAIT), "{} delivered; {:?}", s.nx.delivered().len(), s.adapter.datapath().drops());
+    for d in s.nx.delivered() {
+        let id = id_of(&d.bytes);
+        let k = id / 1000;
+        assert_eq!(src_of(&d.bytes), client_vpn(k), "packet {id}");
+        assert_eq!(d.bytes, packet(client_vpn(k), SERVER_VPN, id, len_of(id)));
+    }
+
+    // Server → clients: by destination VPN address, and by iroute.
+    for k in 1..=3u32 {
+        for id in 0..30 {
+            s.nx.send(TxPacket::new(packet(SERVER_VPN, client_vpn(k), k * 100 + id, len_of(id))));
+        }
+    }
+    for id in 0..20 {
+        s.nx.send(TxPacket::new(packet(SERVER_VPN, IROUTE_HOST, 900 + id, len_of(id))));
+    }
+    for (i, c) in net.clients.iter().enumerate() {
+        let k = i as u32 + 1;
+        let want = if k == 3 { 50 } else { 30 };
+        assert!(c.nx.wait_delivered(want, WAIT), "client {k}: {}", c.nx.delivered().len());
+        for d in c.nx.delivered() {
+            let id = id_of(&d.bytes);
+            let dst = if id >= 900 { IROUTE_HOST } else { client_vpn(k) };
+            assert!(id / 100 == k || (k == 3 && id >= 900), "client {k} got packet {id}");
+            assert_eq!(d.bytes, packet(SERVER_VPN, dst, id, len_of(id % 100)));
+        }
+    }
+    for n in std::iter::once(s).chain(&net.clients) {
+        assert_eq!(n.rx_copied(), 0);
+    }
+    finish(net);
+}
+
+#[test]
+fn a_spoofed_inner_source_is_dropped_and_counted() {
+    let net = network();
+    let s = &net.server;
+    let lost_before = s.stats().lost_in_data_packets;
+    // Client 2 claims client 3's VPN address: not routed back to it.
+    client_sends(&net.clients[1], client_vpn(3), 0..10);
+    // ... and then its own, which passes.
+    client_sends(&net.clients[1], client_vpn(2), 10..20);
+    assert!(s.nx.wait_delivered(10, WAIT));
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(check_delivered(s, 0, client_vpn(2), SERVER_VPN, &(10..20)), 10);
+    assert_eq!(s.drops(DropReason::RxSourceNotAllowed), 10);
+    assert_eq!(s.stats().lost_in_data_packets - lost_before, 10);
+    // An address inside client 3's iroute is client 3's to use.
+    client_sends(&net.clients[2], IROUTE_HOST, 30..35);
+    assert!(s.nx.wait_delivered(15, WAIT));
+    finish(net);
+}
+
+#[test]
+fn mp_del_peer_stops_that_client_and_notifies_userspace() {
+    let net = network();
+    let s = &net.server;
+    s.ok(Ioctl::MpDelPeer, &le(2), 0);
+    assert_eq!(notify_event(s), (CMD_DEL_PEER, 2, REASON_USERSPACE));
+    // Client 2's data is no longer accepted, nor is anything routed to it.
+    client_sends(&net.clients[1], client_vpn(2), 0..10);
+    wait_until("client 2's packets refused", || s.drops(DropReason::RxUnknownPeer) == 10);
+    let done = s.nx.completed().len();
+    for id in 0..5 {
+        s.nx.send(TxPacket::new(packet(SERVER_VPN, client_vpn(2), id, 100)));
+    }
+    assert!(s.nx.wait_completed(done + 5, WAIT));
+    assert_eq!(s.drops(DropReason::TxUnroutable), 5);
+    // The others carry on.
+    client_sends(&net.clients[0], client_vpn(1), 100..110);
+    assert!(s.nx.wait_delivered(10, WAIT));
+    assert_eq!(s.nx.delivered().len(), 10);
+    assert_eq!(s.ioctl(Ioctl::MpDelPeer, &le(2), 0), Io::Done(NtStatus::NOT_FOUND, vec![]));
+    finish(net);
+}
+
+#[test]
+fn a_silent_client_expires_and_the_server_is_notified() {
+    let net = network();
+    let s = &net.server;
+    // --keepalive 10 60 on the server: MP_SET_PEER with the timeout doubled.
+    s.ok(Ioctl::MpSetPeer, &mp_set_peer(1, 10, 120, -1), 0);
+    // OpenVPN keeps a NOTIFY_EVENT pending.
+    let Io::Parked(id) = s.ioctl(Ioctl::NotifyEvent, &[], 144) else { panic!("NOTIFY_EVENT should wait") };
+    // Ten seconds on: the server pings client 1 (which takes it as traffic).
+    let before = net.clients[0].stats().received_data_packets;
+    s.os.advance(Duration::from_secs(11));
+    wait_until("client 1 got the ping", || net.clients[0].stats().received_data_packets > before);
+    // Two silent minutes: peer 1 is gone, and the parked request says so.
+    s.os.advance(Duration::from_secs(121));
+    let c = s.wait_completion(id);
+    assert_eq!(c.status, NtStatus::SUCCESS);
+    let (cmd, peer, reason, _) = parse_event(&c.output);
+    assert_eq!((cmd, peer, reason), (CMD_DEL_PEER, 1, REASON_EXPIRED));
+    assert_eq!(s.adapter.snapshot().mp_peers.len(), 2);
+    // Peers without keepalive stay.
+    client_sends(&net.clients[2], client_vpn(3), 0..5);
+    assert!(s.nx.wait_delivered(5, WAIT));
+    finish(net);
+}
+
+#[test]
+fn control_packets_carry_the_peer_address_in_mp() {
+    let net = network();
+    let s = &net.server;
+    let hello = [0x38, 1, 1, 1, 1];
+    assert_eq!(net.clients[0].adapter.write(&hello), Ok(hello.len()));
+    wait_until("the server queued it", || s.adapter.snapshot().control_queue.len() == 1);
+    let (r, out) = s.read(2048);
+    assert_eq!(out, ReadOutcome::Completed(NtStatus::SUCCESS));
+    let got = s.completion(r).unwrap().output;
+    assert_eq!(got, [prefix(client_addr(1)), hello.to_vec()].concat());
+    // The server answers client 2 through the same prefix.
+    let (r, _) = net.clients[1].read(2048);
+    let answer = [0x40, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2];
+    let write = [prefix(client_addr(2)), answer.to_vec()].concat();
+    assert_eq!(s.adapter.write(&write), Ok(write.len()));
+    assert_eq!(net.clients[1].wait_completion(r).output, answer);
+    finish(net);
+}
