@@ -7,10 +7,15 @@
 //! host_tunnel genkey [CIPHER] > tunnel.key          # AES-256-GCM by default
 //! ip tuntap add dev ovpn0 mode tun && ip addr add 10.8.0.1/24 dev ovpn0 && ip link set ovpn0 up
 //! host_tunnel run --tun ovpn0 --local 192.0.2.1:1194 --remote 192.0.2.2:1194 \
-//!     --key tunnel.key --side a [--ping 10] [--ping-timeout 60] [--mss 1400] [--lean] [--stats SECS]
+//!     --key tunnel.key --side a [--proto udp|tcp-client|tcp-server] [--ping 10] [--ping-timeout 60] \
+//!     [--mss 1400] [--lean] [--stats SECS]
 //! ```
 //!
 //! The other end runs the same with `--side b` and the addresses swapped.
+//! Over TCP one end is `tcp-client` (it connects to `--remote`, as
+//! ovpn-dco-win does) and the other `tcp-server` (it accepts on `--local`
+//! and hands the stream to its adapter through a loopback splice, since the
+//! adapter itself only connects).
 //! SIGINT/SIGTERM stop it; it then prints its counters and whatever the
 //! models' verifiers found (and exits 1 if they found anything). `--lean`
 //! turns off the WSK model's buffer poisoning and send fingerprints (see
@@ -27,7 +32,8 @@ mod linux {
     use std::time::{Duration, Instant};
 
     use ovpn_dco::os::host::tunnel::keyfile::{self, Side};
-    use ovpn_dco::os::host::tunnel::{HostTunnel, TunnelConfig, Verification};
+    use ovpn_dco::os::host::tunnel::{HostTunnel, TunnelConfig, TunnelProto, Upper, Verification};
+    use ovpn_dco::os::host::wsk::Network;
     use ovpn_dco::proto::{KeyId, PeerId};
 
     static STOP: AtomicBool = AtomicBool::new(false);
@@ -39,7 +45,8 @@ mod linux {
     fn usage() -> ! {
         eprintln!(
             "usage: host_tunnel genkey [CIPHER]\n       host_tunnel run --tun NAME --local ADDR:PORT --remote ADDR:PORT \
-             --key FILE --side a|b [--ping SECS] [--ping-timeout SECS] [--mss MSS] [--lean] [--stats SECS]"
+             --key FILE --side a|b [--proto udp|tcp-client|tcp-server] [--ping SECS] [--ping-timeout SECS] \
+             [--mss MSS] [--lean] [--stats SECS]"
         );
         std::process::exit(2)
     }
@@ -64,6 +71,7 @@ mod linux {
         let mut it = args.iter();
         let (mut tun, mut local, mut remote, mut key, mut side) = (None, None, None, None, None);
         let (mut ping, mut timeout, mut mss, mut lean, mut every) = (10, 60, None, false, None);
+        let mut proto = TunnelProto::Udp;
         while let Some(flag) = it.next() {
             let mut value = || it.next().cloned().unwrap_or_else(|| usage());
             match flag.as_str() {
@@ -75,6 +83,14 @@ mod linux {
                     side = match value().as_str() {
                         "a" | "A" => Some(Side::A),
                         "b" | "B" => Some(Side::B),
+                        _ => usage(),
+                    }
+                }
+                "--proto" => {
+                    proto = match value().as_str() {
+                        "udp" => TunnelProto::Udp,
+                        "tcp" | "tcp-client" => TunnelProto::TcpClient,
+                        "tcp-server" => TunnelProto::TcpServer,
                         _ => usage(),
                     }
                 }
@@ -98,7 +114,9 @@ mod linux {
             std::process::exit(1)
         });
         let config = TunnelConfig {
-            tun,
+            upper: Upper::Tun(tun.clone()),
+            proto,
+            network: Network::Real,
             local,
             remote,
             keys,
@@ -117,7 +135,7 @@ mod linux {
             eprintln!("host_tunnel: {e}");
             std::process::exit(1)
         });
-        eprintln!("host_tunnel: {} {local} <-> {remote} up", config.tun);
+        eprintln!("host_tunnel: {tun} {local} <-> {remote} ({proto:?}) up");
         let mut last = Instant::now();
         while !STOP.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(100));

@@ -21,8 +21,8 @@
 mod support;
 
 use ovpn_dco::datapath::DropReason;
-use ovpn_dco::os::host::tunnel::keyfile::DirectionSecret;
-use ovpn_dco::os::host::tunnel::{HostTunnel, TunnelConfig, TunnelKeys, Verification};
+use ovpn_dco::os::host::tunnel::{HostTunnel, TunnelConfig, TunnelProto, Upper, Verification};
+use ovpn_dco::os::host::wsk::Network;
 use ovpn_dco::proto::aead_frame::STANDARD_HEAD_ROOM;
 use ovpn_dco::proto::keepalive::KEEPALIVE_PING;
 use std::io::{Read, Write};
@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use support::capture::{Capture, Direction, Packet, UdpDatagram, udp_datagrams};
 use support::datapath_rx::DatapathReceiver;
 use support::netns::{NetNs, POLL_INTERVAL, run_bounded};
-use support::openvpn::{DataCipher, DirectionKeys, Session, SessionKeys};
+use support::openvpn::{DataCipher, Session};
 use support::session_or_skip;
 
 /// Bound on a ping run (`ping -w`): the whole command, however many replies.
@@ -106,8 +106,8 @@ fn real_traffic_decrypts_to_the_tun_packets(test: &str, cipher: DataCipher) {
 
     // As the server decrypts, and as the client does.
     let (client, server) = (SocketAddr::V4(a.client_link), SocketAddr::V4(a.server_link));
-    let mut server_rx = DatapathReceiver::new(session.keys.server_slot(), client, server).expect("server-side RX");
-    let mut client_rx = DatapathReceiver::new(session.keys.client_slot(), server, client).expect("client-side RX");
+    let mut server_rx = DatapathReceiver::new(session.keys.server_keys(), client, server).expect("server-side RX");
+    let mut client_rx = DatapathReceiver::new(session.keys.client_keys(), server, client).expect("client-side RX");
     let (sent, keepalives_sent) = decrypt_all(&mut server_rx, &to_server, "client->server");
     let (received, keepalives_received) = decrypt_all(&mut client_rx, &to_client, "server->client");
     for rx in [&server_rx, &client_rx] {
@@ -135,7 +135,7 @@ fn real_traffic_decrypts_to_the_tun_packets(test: &str, cipher: DataCipher) {
     let replayed = server_rx.receive_all(&[&last.payload]).expect("replay accounted for");
     assert!(replayed.packets.is_empty(), "a replayed real datagram is not indicated");
     assert_eq!(server_rx.drops(DropReason::RxReplay), 1, "a replayed real datagram is rejected");
-    let mut fresh = DatapathReceiver::new(session.keys.server_slot(), client, server).expect("fresh RX");
+    let mut fresh = DatapathReceiver::new(session.keys.server_keys(), client, server).expect("fresh RX");
     let mut tampered = last.payload.clone();
     *tampered.last_mut().expect("ciphertext") ^= 0x01;
     let refused = fresh.receive_all(&[&tampered]).expect("tampered accounted for");
@@ -240,22 +240,6 @@ fn wait_until(what: &str, mut check: impl FnMut() -> bool) -> Result<(), String>
 /// inside the veth's 1500-byte MTU, so no outer fragmentation.
 const TUNNEL_MSS: u16 = 1400;
 
-fn secret(d: &DirectionKeys) -> DirectionSecret {
-    DirectionSecret { key: d.key, nonce_tail: d.implicit_iv }
-}
-
-/// The client's half of the session as the host tunnel's key.
-fn client_keys(keys: &SessionKeys) -> TunnelKeys {
-    TunnelKeys {
-        cipher: keys.cipher.cipher(),
-        key_len: keys.cipher.key_len(),
-        peer_id: keys.peer_id,
-        key_id: keys.key_id,
-        encrypt: secret(&keys.client_to_server),
-        decrypt: secret(&keys.server_to_client),
-    }
-}
-
 /// Write: the host tunnel (the data path over the models) takes over the
 /// real client's session.
 fn host_tunnel_takes_over_the_real_client(test: &str, cipher: DataCipher) {
@@ -269,10 +253,12 @@ fn host_tunnel_takes_over_the_real_client(test: &str, cipher: DataCipher) {
     assert!(highest >= 4, "the real client sent its pings before the takeover (highest id {highest})");
     let tun = session.client_tun().to_owned();
     let config = TunnelConfig {
-        tun: tun.clone(),
+        upper: Upper::Tun(tun.clone()),
+        proto: TunnelProto::Udp,
+        network: Network::Real,
         local: SocketAddr::V4(a.client_link),
         remote: SocketAddr::V4(a.server_link),
-        keys: client_keys(&session.keys),
+        keys: session.keys.client_keys(),
         first_packet_id: highest + 1,
         keepalive_interval: 1,
         keepalive_timeout: 0,

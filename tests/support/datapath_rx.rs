@@ -1,25 +1,15 @@
-//! Captured datagrams through the driver's own RX: the data path (zero-copy
-//! RX over the NetAdapterCx model) receives them from the WSK model's
-//! in-memory network as real indication lists, sent there raw by a second
-//! data path's socket (the WriteFile path, which sends bytes as given).
+//! Captured datagrams through the driver's own RX: a host tunnel (the
+//! adapter configured by IOCTLs, zero-copy RX over the NetAdapterCx model)
+//! receives them from the WSK model's in-memory network as real indication
+//! lists, sent there raw by a second tunnel's WriteFile (which sends bytes
+//! as given).
 
-use ovpn_dco::control::actions::TransportId;
-use ovpn_dco::control::peers::{Endpoint, Peer};
-use ovpn_dco::crypto::host::HostKey;
-use ovpn_dco::crypto::slots::{Slot, SlotIndex};
-use ovpn_dco::datapath::{CloseProgress, Datapath, DropReason};
-use ovpn_dco::os::Os;
-use ovpn_dco::os::host::netadapter::{HostNetAdapter, ModelConfig, Notifier};
-use ovpn_dco::os::host::tunnel::{OnePeer, TunnelOs};
-use ovpn_dco::os::host::verifier::Verifier;
-use ovpn_dco::os::host::wsk::{LoopbackConfig, LoopbackHub, Network, WskConfig, WskProvider, WskVerifier};
-use ovpn_dco::proto::PeerId;
+use ovpn_dco::datapath::DropReason;
+use ovpn_dco::os::host::tunnel::{HostTunnel, TunnelConfig, TunnelKeys, TunnelProto, Upper, Verification};
+use ovpn_dco::os::host::wsk::{LoopbackConfig, LoopbackHub, Network};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-
-type Dp = Datapath<TunnelOs, OnePeer>;
 
 /// Bound on the wait for a batch of datagrams to be accounted for.
 const WAIT: Duration = Duration::from_secs(10);
@@ -33,79 +23,66 @@ pub struct Received {
     pub keepalives: usize,
 }
 
-/// One receiving data path on the in-memory network, and its injector.
+/// One receiving tunnel on the in-memory network, and its injector.
 pub struct DatapathReceiver {
-    dp: Arc<Dp>,
-    nx: HostNetAdapter<Dp>,
-    injector: Arc<Dp>,
-    wsk: Arc<WskVerifier>,
-    to: SocketAddr,
+    rx: HostTunnel,
+    injector: HostTunnel,
     delivered: usize,
 }
 
-fn os(network: &Network, wsk: &Arc<WskVerifier>, nx: Arc<Verifier>) -> (Arc<TunnelOs>, Notifier) {
-    let notifier = Notifier::new(nx);
-    let provider = WskProvider::new(network.clone(), WskConfig::default(), wsk.clone());
-    (Arc::new(TunnelOs::new(provider, notifier.clone())), notifier)
+fn tunnel(network: &Network, keys: TunnelKeys, local: SocketAddr, remote: SocketAddr) -> Result<HostTunnel, String> {
+    let config = TunnelConfig {
+        upper: Upper::Memory,
+        proto: TunnelProto::Udp,
+        network: network.clone(),
+        local,
+        remote,
+        keys,
+        first_packet_id: 1,
+        keepalive_interval: 0,
+        keepalive_timeout: 0,
+        mss: None,
+        verification: Verification::Full,
+    };
+    HostTunnel::start(&config).map_err(|e| format!("tunnel on {local}: {e}"))
 }
 
 impl DatapathReceiver {
-    /// A data path holding `slot` as its primary key, listening on `to` for
-    /// datagrams from `from`.
-    pub fn new(slot: Slot<HostKey>, from: SocketAddr, to: SocketAddr) -> Result<Self, String> {
+    /// A tunnel holding `keys`, listening on `to` for datagrams from `from`.
+    pub fn new(keys: TunnelKeys, from: SocketAddr, to: SocketAddr) -> Result<Self, String> {
         let network = Network::Loopback(LoopbackHub::new(LoopbackConfig::default()));
-        let wsk = WskVerifier::new();
-        let nx_verifier = Verifier::new();
-        let v = nx_verifier.clone();
-        wsk.on_release(move |r| v.mark_released(r));
-        let v = nx_verifier.clone();
-        wsk.on_indicate(move |r| v.mark_live(r));
-
-        let (os_rx, notifier) = os(&network, &wsk, nx_verifier);
-        let endpoint = Endpoint { local: to, remote: from };
-        let peer = Arc::new(Peer::new(PeerId::new(0).expect("peer id 0"), endpoint, None, None, os_rx.now()));
-        peer.tx.lock().install(SlotIndex::Primary, slot.tx);
-        peer.rx.lock().install(SlotIndex::Primary, slot.rx);
-        let dp = Arc::new(Datapath::new(os_rx, OnePeer::new(peer), Arc::default()));
-        let mut nx = HostNetAdapter::new(dp.clone(), notifier, ModelConfig::default());
-        nx.start().map_err(|s| format!("queues: {s:?}"))?;
-        let deadline = Instant::now() + WAIT;
-        while !dp.rx_started() {
-            if Instant::now() >= deadline {
-                return Err("the RX queue never started".into());
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        dp.open_udp(TransportId(1), to, Some(from), false).map_err(|s| format!("receiver socket: {s:?}"))?;
-
-        // The injector only sends: its own key slots stay empty.
-        let (os_tx, _) = os(&network, &wsk, Verifier::new());
-        let endpoint = Endpoint { local: from, remote: to };
-        let idle = Arc::new(Peer::new(PeerId::new(0).expect("peer id 0"), endpoint, None, None, os_tx.now()));
-        let injector = Arc::new(Datapath::new(os_tx, OnePeer::new(idle), Arc::default()));
-        injector.open_udp(TransportId(1), from, Some(to), false).map_err(|s| format!("injector socket: {s:?}"))?;
-        Ok(Self { dp, nx, injector, wsk, to, delivered: 0 })
+        let rx = tunnel(&network, keys.clone(), to, from)?;
+        // The injector only writes raw bytes; its key is never used.
+        let injector = tunnel(&network, keys, from, to)?;
+        Ok(Self { rx, injector, delivered: 0 })
     }
 
     pub fn drops(&self, reason: DropReason) -> u64 {
-        self.dp.drops().get(reason)
+        self.rx.datapath().drops().get(reason)
+    }
+
+    /// Everything the receiver has accounted for: data packets opened,
+    /// drops, and control packets (queued or dropped by the device).
+    fn accounted(&self) -> u64 {
+        let s = self.rx.adapter().stats();
+        let get = |c: &std::sync::atomic::AtomicU32| u64::from(c.load(Ordering::Relaxed));
+        get(&s.received_data_packets)
+            + self.rx.datapath().drops().total()
+            + get(&s.received_control_packets)
+            + get(&s.lost_in_control_packets)
     }
 
     /// Sends each datagram (in order, one at a time so the network keeps
-    /// it) and waits until the data path accounted for all of them: opened
+    /// it) and waits until the receiver accounted for all of them: opened
     /// and indicated or consumed, refused (a drop), or passed to the
     /// control plane, and nothing left in its RX tables.
     pub fn receive_all(&mut self, datagrams: &[&[u8]]) -> Result<Received, String> {
-        let accounted = |dp: &Dp| {
-            u64::from(dp.stats().received_data_packets.load(Ordering::Relaxed))
-                + dp.drops().total()
-                + dp.peers().control_packets()
-        };
-        let received_before = self.dp.stats().received_data_packets.load(Ordering::Relaxed);
-        let target = accounted(&self.dp) + datagrams.len() as u64;
+        let received = |t: &HostTunnel| u64::from(t.adapter().stats().received_data_packets.load(Ordering::Relaxed));
+        let received_before = received(&self.rx);
+        let target = self.accounted() + datagrams.len() as u64;
         for (i, d) in datagrams.iter().enumerate() {
             let deadline = Instant::now() + WAIT;
-            while let Err(e) = self.injector.send_control(self.to, d) {
+            while let Err(e) = self.injector.send_raw(d) {
                 // Every send slot busy: wait for completions.
                 if Instant::now() >= deadline {
                     return Err(format!("datagram {i} not sent: {e:?}"));
@@ -115,46 +92,37 @@ impl DatapathReceiver {
         }
         let deadline = Instant::now() + WAIT;
         loop {
-            let o = self.dp.occupancy();
-            if accounted(&self.dp) >= target && o.rx_pending == 0 && o.rx_slots == 0 {
+            let o = self.rx.datapath().occupancy();
+            if self.accounted() >= target && o.rx_pending == 0 && o.rx_slots == 0 {
                 break;
             }
             if Instant::now() >= deadline {
                 return Err(format!(
                     "{} of {} datagrams accounted for; occupancy {o:?}",
-                    accounted(&self.dp) + datagrams.len() as u64 - target,
+                    self.accounted() + datagrams.len() as u64 - target,
                     datagrams.len()
                 ));
             }
             std::thread::sleep(Duration::from_millis(2));
         }
-        let all = self.nx.delivered();
+        let all = self.rx.delivered();
         let packets: Vec<Vec<u8>> = all[self.delivered..].iter().map(|p| p.bytes.clone()).collect();
         self.delivered = all.len();
-        let received = self.dp.stats().received_data_packets.load(Ordering::Relaxed) - received_before;
-        let keepalives = (received as usize).saturating_sub(packets.len());
+        let opened = received(&self.rx) - received_before;
+        let keepalives = (opened as usize).saturating_sub(packets.len());
         Ok(Received { packets, keepalives })
     }
 
-    /// Stops the queues, closes both sockets, and fails on anything either
-    /// model's verifier found; also asserts RX never copied.
-    pub fn finish(mut self) -> Result<(), String> {
-        let copied = self.dp.copies().rx_copied_bytes.load(Ordering::Relaxed);
-        self.nx.finish();
-        let v = self.nx.verifier();
-        let mut problems: Vec<String> = v.violations().iter().map(|x| format!("{x:?}")).collect();
-        problems.extend(v.leaks().iter().map(|l| format!("leak {l:?}")));
-        for dp in [&self.dp, &self.injector] {
-            let deadline = Instant::now() + WAIT;
-            while dp.close_transport() != CloseProgress::Closed {
-                if Instant::now() >= deadline {
-                    problems.push(format!("socket not closed: {:?}", dp.occupancy()));
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(5));
+    /// Closes both tunnels and fails on anything either model's verifier
+    /// found; also asserts RX never copied.
+    pub fn finish(self) -> Result<(), String> {
+        let copied = self.rx.datapath().copies().rx_copied_bytes.load(Ordering::Relaxed);
+        let mut problems = Vec::new();
+        for t in [self.rx, self.injector] {
+            if let Err(e) = t.stop() {
+                problems.push(e.to_string());
             }
         }
-        problems.extend(self.wsk.violations().iter().map(|x| format!("WSK {x:?}")));
         if copied != 0 {
             problems.push(format!("RX copied {copied} bytes: not zero-copy"));
         }

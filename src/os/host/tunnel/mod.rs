@@ -1,19 +1,26 @@
-//! A real point-to-point tunnel on Linux built from the driver's own data
-//! path (Linux only): a TUN device plays the network stack above the
-//! adapter, the NetAdapterCx model ([`HostNetAdapter`]) carries its packets
-//! through the real RX and TX queues, and the WSK model's real UDP socket
-//! (batched `recvmmsg`/`sendmmsg`) carries the datagrams.
+//! A real point-to-point tunnel on Linux built from the driver's own
+//! adapter (Linux only): a TUN device plays the network stack above it, the
+//! NetAdapterCx model ([`HostNetAdapter`]) carries its packets through the
+//! real RX and TX queues, and the WSK model's real sockets carry the
+//! datagrams (UDP, batched `recvmmsg`/`sendmmsg`) or the stream (TCP).
 //!
 //! ```text
-//! TUN read ─▶ PacketSource ─▶ TX queue (one-pass encrypt) ─▶ WSK sendmmsg
-//! TUN write ◀─ UpperLayer ◀─ RX queue (in-place decrypt)  ◀─ WSK recvmmsg
+//! TUN read ─▶ PacketSource ─▶ TX queue (one-pass encrypt) ─▶ WSK send
+//! TUN write ◀─ UpperLayer ◀─ RX queue (in-place decrypt)  ◀─ WSK receive
 //! ```
 //!
-//! Keys come from a static key file ([`keyfile`]) or from a session taken
-//! over from real OpenVPN (the real-peer tests). Keepalive pings and the
-//! silence timeout run on the control plane's timer logic
-//! ([`crate::control::keepalive::Keepalive`]) over the data path's
-//! [`Datapath::send_keepalive`], as the driver's timer would.
+//! The tunnel is OpenVPN's side of the handle: it configures the
+//! [`Adapter`] only with IOCTL buffers laid out as `dco_win.c` fills them
+//! ([`ioctl`]: NEW_PEER, NEW_KEY, SET_PEER for keepalive and MSS,
+//! START_VPN), keeps a ReadFile pending for control packets and sends its
+//! own with WriteFile, and lets the adapter's timer ([`Adapter::timer`],
+//! run by the host model's passive timer) send keepalives and notice a
+//! silent peer. Keys come from a static key file ([`keyfile`]) or from a
+//! session taken over from real OpenVPN (the real-peer tests).
+//!
+//! Without a TUN device ([`Upper::Memory`]) the model records what it
+//! delivers and the caller sends with [`HostTunnel::send_packet`]: the same
+//! tunnel, testable without root.
 //!
 //! [`Verification::Full`] runs every check the models make in tests;
 //! [`Verification::Lean`] (benchmarks) leaves out only the WSK model's
@@ -22,38 +29,43 @@
 //! elements without stride padding (the tests prove strides are honoured).
 //! Every ownership check of both models still runs.
 
+pub mod ioctl;
 pub mod keyfile;
+pub mod splice;
 pub mod tun;
 
 use alloc::sync::Arc;
-use core::net::{IpAddr, SocketAddr};
+use core::net::SocketAddr;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use core::time::Duration;
+use std::collections::VecDeque;
 use std::string::String;
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::vec::Vec;
 
-use crate::control::actions::TransportId;
-use crate::control::keepalive::Keepalive;
-use crate::control::peers::{Endpoint, Peer};
-use crate::crypto::host::{HostCrypto, HostKey};
-use crate::crypto::slots::{SlotIndex, new_slot};
+use crate::adapter::{Adapter, DevicePeers};
+use crate::control::device::{Outcome, ReadOutcome};
+use crate::control::peers::Peer;
+use crate::control::request::{Request, RequestId};
+use crate::crypto::host::HostKey;
 use crate::datapath::{CloseProgress, Datapath, Peers};
 use crate::ntstatus::NtStatus;
 use crate::os::host::netadapter::{
     CompletedTx, DeliveredPacket, HostNetAdapter, ModelConfig, Notifier, PacketSource, RingGeometry, TxPacket,
     UpperLayer,
 };
+use crate::os::host::os::{HostOs, TimerThread};
 use crate::os::host::verifier::Verifier;
 use crate::os::host::wsk::{
-    CompletionMode, HostSocket, ListLen, Network, ReceiveConfig, SendConfig, WskConfig, WskProvider, WskVerifier,
+    CompletionMode, ListLen, Network, ReceiveConfig, SendConfig, WskConfig, WskProvider, WskVerifier,
 };
-use crate::os::time::Instant;
-use crate::os::{Os, SEND_SLOT_SIZE, SocketEvents};
-use crate::proto::PeerId;
+use crate::os::{Os, SEND_SLOT_SIZE};
 use crate::proto::aead_frame::STANDARD_HEAD_ROOM;
+use crate::uapi::Ioctl;
+pub use ioctl::Proto;
 pub use keyfile::{Side, TunnelKeys};
+pub use splice::Splice;
 pub use tun::{Tun, TunError};
 
 /// Largest inner packet: the TUN MTU (OpenVPN's `tun-mtu` default), which
@@ -76,13 +88,20 @@ const SOCKET_BUFFER: usize = 4 << 20;
 /// How long a blocked thread sleeps before it looks at the stop flag.
 const STOP_POLL: Duration = Duration::from_millis(100);
 
-/// How often the keepalive timers are looked at (the driver's timer DPC).
-const KEEPALIVE_TICK: Duration = Duration::from_millis(100);
+/// How long an IOCTL that parks (NEW_PEER: the socket, or for TCP the
+/// connect) may take before the tunnel gives up.
+const IOCTL_WAIT: Duration = Duration::from_secs(10);
 
 /// How long [`HostTunnel::stop`] waits for the socket to close.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-static CRYPTO: HostCrypto = HostCrypto;
+/// A ReadFile's buffer: the largest control packet OpenVPN reads
+/// (`dco_win.c` reads into a 2048-byte buffer, TCP's frame limit too).
+const CONTROL_READ_LEN: usize = 2048;
+
+/// Control packets kept for [`HostTunnel::control_packets`]; older ones are
+/// only counted.
+const CONTROL_KEPT_MAX: usize = 64;
 
 /// How much of the models' checking runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -95,16 +114,42 @@ pub enum Verification {
     Lean,
 }
 
+/// What plays the network stack above the adapter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Upper {
+    /// A TUN device (created if missing) in the caller's namespace.
+    Tun(String),
+    /// None: the NetAdapterCx model records what it delivers
+    /// ([`HostTunnel::delivered`]); the caller sends with
+    /// [`HostTunnel::send_packet`].
+    Memory,
+}
+
+/// The transport, as the tunnel uses it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TunnelProto {
+    Udp,
+    /// Connects to the remote (what ovpn-dco-win does).
+    TcpClient,
+    /// Accepts the remote's connection on `local` and splices it to the
+    /// adapter's own connection ([`splice`]).
+    TcpServer,
+}
+
 /// What a tunnel is made of.
 #[derive(Clone, Debug)]
 pub struct TunnelConfig {
-    /// The TUN device (created if missing) in the caller's namespace.
-    pub tun: String,
+    pub upper: Upper,
+    pub proto: TunnelProto,
+    /// The network the WSK model's sockets use: the host's, or an in-memory
+    /// one shared with other tunnels (tests).
+    pub network: Network,
     pub local: SocketAddr,
     pub remote: SocketAddr,
     pub keys: TunnelKeys,
     /// The first packet id sent: 1 for a fresh key; above the last id the
-    /// real client used when taking over its session.
+    /// real client used when taking over its session (see
+    /// [`HostTunnel::start`]).
     pub first_packet_id: u32,
     /// Ping after this many seconds without sending (0: never).
     pub keepalive_interval: u32,
@@ -115,113 +160,107 @@ pub struct TunnelConfig {
     pub verification: Verification,
 }
 
-/// The host model as the data path's `Os`.
-pub struct TunnelOs {
-    wsk: WskProvider,
-    notifier: Notifier,
-    epoch: std::time::Instant,
+/// A request's completion, as the WDFREQUEST carries it back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Completion {
+    id: u64,
+    status: NtStatus,
+    output: Vec<u8>,
 }
 
-impl TunnelOs {
-    /// The model's OS for one adapter: sockets from `wsk`, notifications to
-    /// `notifier` (also what tests use to run the data path over the
-    /// in-memory network).
-    pub fn new(wsk: WskProvider, notifier: Notifier) -> Self {
-        Self { wsk, notifier, epoch: std::time::Instant::now() }
-    }
+/// Completed requests nobody has collected yet. Every request the tunnel
+/// makes is waited for by its maker, so this stays small.
+#[derive(Default)]
+struct Completions {
+    done: Mutex<Vec<Completion>>,
+    changed: Condvar,
 }
 
-impl Os for TunnelOs {
-    type Crypto = HostCrypto;
-    type Transport = HostSocket;
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 
-    fn crypto(&self) -> &HostCrypto {
-        &CRYPTO
-    }
-
-    fn now(&self) -> Instant {
-        Instant::from_millis(u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX))
-    }
-
-    fn notify_rx(&self) {
-        self.notifier.notify_rx();
-    }
-
-    fn notify_tx(&self) {
-        self.notifier.notify_tx();
-    }
-
-    fn set_link_state(&self, _up: bool) {}
-
-    fn schedule_timer(&self, _due: Instant) {}
-
-    fn open_udp(
-        &self,
-        local: SocketAddr,
-        remote: Option<SocketAddr>,
-        ipv6_only: bool,
-        events: Arc<dyn SocketEvents>,
-    ) -> Result<HostSocket, NtStatus> {
-        self.wsk.open_udp(local, remote, ipv6_only, events)
-    }
-
-    fn open_tcp(
-        &self,
-        local: SocketAddr,
-        remote: SocketAddr,
-        events: Arc<dyn SocketEvents>,
-    ) -> Result<HostSocket, NtStatus> {
-        self.wsk.open_tcp(local, remote, events)
+impl Completions {
+    /// Takes request `id`'s completion, waiting up to `timeout` for it.
+    fn take(&self, id: u64, timeout: Duration) -> Option<Completion> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut done = lock(&self.done);
+        loop {
+            if let Some(at) = done.iter().position(|c| c.id == id) {
+                return Some(done.swap_remove(at));
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            done = self.changed.wait_timeout(done, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
     }
 }
 
-/// The P2P control plane as the data path sees it: one peer, whatever id a
-/// received packet names (P2P has one peer; OpenVPN's server sends its own
-/// peer id or none).
-pub struct OnePeer {
-    peer: Arc<Peer<HostKey>>,
-    control_packets: AtomicU64,
+/// The tunnel's WDFREQUEST: completed by the adapter on any thread.
+pub struct TunnelRequest {
+    id: u64,
+    out_len: usize,
+    completions: Arc<Completions>,
 }
 
-impl OnePeer {
-    pub fn new(peer: Arc<Peer<HostKey>>) -> Self {
-        Self { peer, control_packets: AtomicU64::new(0) }
+impl Request for TunnelRequest {
+    fn id(&self) -> RequestId {
+        RequestId(self.id)
     }
 
-    pub fn peer(&self) -> &Arc<Peer<HostKey>> {
-        &self.peer
+    fn output_len(&self) -> usize {
+        self.out_len
     }
 
-    /// Control-channel packets received (and dropped: no control channel).
-    pub fn control_packets(&self) -> u64 {
-        self.control_packets.load(Ordering::Relaxed)
+    fn complete(self, status: NtStatus, output: &[u8]) {
+        let output = output.get(..self.out_len).unwrap_or(output).to_vec();
+        lock(&self.completions.done).push(Completion { id: self.id, status, output });
+        self.completions.changed.notify_all();
     }
 }
 
-impl Peers<HostKey> for OnePeer {
-    fn rx_peer(&self, _peer_id: PeerId) -> Option<Arc<Peer<HostKey>>> {
-        Some(self.peer.clone())
-    }
-    fn tx_peer(&self, _dst: IpAddr) -> Option<Arc<Peer<HostKey>>> {
-        Some(self.peer.clone())
-    }
-    fn source_allowed(&self, _peer: &Peer<HostKey>, _inner_src: IpAddr) -> bool {
-        true
-    }
-    fn control_packet(&self, _transport: TransportId, _from: SocketAddr, _bytes: &[u8]) {
-        // No control channel here: the keys are static or taken over.
-        self.control_packets.fetch_add(1, Ordering::Relaxed);
-    }
-    // The socket only accepts the configured remote, so no float.
-    fn float(&self, _peer: &Peer<HostKey>, _from: SocketAddr) {}
-    fn connected(&self, _transport: TransportId, _status: NtStatus) {}
-    fn disconnected(&self, _transport: TransportId, _status: NtStatus) {}
+/// The adapter the tunnel drives.
+pub type TunnelAdapter = Adapter<HostOs, TunnelRequest>;
+
+/// The adapter's data path.
+pub type TunnelDatapath = Datapath<HostOs, DevicePeers<HostOs, TunnelRequest>>;
+
+/// OpenVPN's handle on the adapter: IOCTLs, reads and writes.
+struct Handle {
+    adapter: Arc<TunnelAdapter>,
+    completions: Arc<Completions>,
+    next_id: AtomicU64,
 }
 
-/// The tunnel's data path.
-pub type TunnelDatapath = Datapath<TunnelOs, OnePeer>;
+impl Handle {
+    fn request(&self, out_len: usize) -> TunnelRequest {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        TunnelRequest { id, out_len, completions: self.completions.clone() }
+    }
 
-/// Counters of the TUN side and the timers.
+    /// DeviceIoControl: the status, waiting for an IOCTL the adapter parks.
+    fn ioctl(&self, ioctl: Ioctl, input: &[u8]) -> Result<(), TunnelError> {
+        let request = self.request(0);
+        let id = request.id;
+        let status = match self.adapter.ioctl(ioctl.code(), input, &mut [], request) {
+            Outcome::Complete { status, .. } => status,
+            Outcome::Parked => match self.completions.take(id, IOCTL_WAIT) {
+                Some(c) => c.status,
+                None => {
+                    self.adapter.cancel(RequestId(id));
+                    // Collect the cancellation (or a late completion).
+                    let _ = self.completions.take(id, Duration::ZERO);
+                    return Err(TunnelError::IoctlTimeout(ioctl));
+                }
+            },
+        };
+        if status.is_success() { Ok(()) } else { Err(TunnelError::Ioctl { ioctl, status }) }
+    }
+}
+
+/// Counters of the TUN side and the control channel.
 #[derive(Debug, Default)]
 struct Counters {
     tun_read: AtomicU64,
@@ -229,8 +268,9 @@ struct Counters {
     tun_written: AtomicU64,
     tun_write_dropped: AtomicU64,
     tun_write_errors: AtomicU64,
-    keepalives_sent: AtomicU64,
     timeouts: AtomicU64,
+    transport_errors: AtomicU64,
+    control_packets: AtomicU64,
 }
 
 /// A snapshot of the tunnel's counters.
@@ -245,12 +285,18 @@ pub struct TunnelStats {
     /// RX packets the TUN device's queue had no room for.
     pub tun_write_dropped: u64,
     pub tun_write_errors: u64,
+    /// Data packets sent beyond the packets the TX queue was given: the
+    /// adapter timer's keepalive pings.
     pub keepalives_sent: u64,
     /// Authenticated data packets that were not delivered: the peer's
     /// keepalive pings (and any packet dropped after decryption).
     pub consumed_after_decrypt: u64,
-    /// Times the peer was silent for the keepalive timeout.
+    /// Reads completed with STATUS_CONNECTION_DISCONNECTED: the peer was
+    /// silent for the keepalive timeout.
     pub timeouts: u64,
+    /// Reads completed with another error (a TCP reset or close).
+    pub transport_errors: u64,
+    /// Control packets read from the adapter.
     pub control_packets: u64,
     /// Packets dropped anywhere in the data path.
     pub datapath_drops: u64,
@@ -269,13 +315,13 @@ const FREE_BUFFERS_MAX: usize = TX_SOURCE_LIMIT * 2;
 
 impl TunStack {
     fn buffer(&self) -> Vec<u8> {
-        let mut b = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop().unwrap_or_default();
+        let mut b = lock(&self.free).pop().unwrap_or_default();
         b.resize(SEND_SLOT_SIZE, 0);
         b
     }
 
     fn recycle(&self, mut buffer: Vec<u8>) {
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        let mut free = lock(&self.free);
         if free.len() < FREE_BUFFERS_MAX {
             buffer.clear();
             free.push(buffer);
@@ -302,12 +348,20 @@ impl UpperLayer for TunStack {
 #[derive(Debug)]
 pub enum TunnelError {
     Tun(TunError),
-    /// The key did not install (wrong length for the cipher).
-    Key,
+    /// The TCP listener of [`TunnelProto::TcpServer`] could not be made.
+    Listen(std::io::Error),
+    /// The adapter refused an IOCTL.
+    Ioctl {
+        ioctl: Ioctl,
+        status: NtStatus,
+    },
+    /// A parked IOCTL did not complete within [`IOCTL_WAIT`] (a TCP
+    /// connect that never finished); it was cancelled.
+    IoctlTimeout(Ioctl),
+    /// NEW_KEY installed no peer to continue the packet ids of.
+    NoPeer,
     /// The take-over's packet ids could not be skipped.
     PacketIds,
-    /// NEW_PEER's socket did not open.
-    Socket(NtStatus),
     /// The NetAdapterCx model did not start the queues.
     Queues(NtStatus),
     /// A model found broken ownership rules, leaks, or a socket that did
@@ -319,6 +373,7 @@ impl core::fmt::Display for TunnelError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             TunnelError::Tun(e) => write!(f, "{e}"),
+            TunnelError::Listen(e) => write!(f, "listen: {e}"),
             TunnelError::Violations(v) => write!(f, "{} violations:\n{}", v.len(), v.join("\n")),
             other => write!(f, "{other:?}"),
         }
@@ -327,11 +382,14 @@ impl core::fmt::Display for TunnelError {
 
 /// A running tunnel.
 pub struct HostTunnel {
-    dp: Arc<TunnelDatapath>,
-    nx: HostNetAdapter<TunnelDatapath>,
-    peer: Arc<Peer<HostKey>>,
-    stack: Arc<TunStack>,
+    handle: Arc<Handle>,
+    os: Arc<HostOs>,
+    nx: HostNetAdapter<TunnelAdapter>,
+    counters: Arc<Counters>,
+    control: Arc<Mutex<VecDeque<Vec<u8>>>>,
     wsk_verifier: Arc<WskVerifier>,
+    splice: Option<Splice>,
+    timer: Option<TimerThread>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     stopped: bool,
@@ -384,10 +442,20 @@ fn wsk_config(verification: Verification) -> WskConfig {
 
 impl HostTunnel {
     /// Opens the TUN device and the socket in the calling thread's network
-    /// namespace (the tunnel's threads inherit it), installs the key and
-    /// starts both queues.
+    /// namespace (the tunnel's threads inherit it), and brings the adapter
+    /// up as OpenVPN 2.6 does: NEW_PEER, NEW_KEY, SET_PEER, START_VPN.
+    ///
+    /// Taking over a session ([`TunnelConfig::first_packet_id`] above 1)
+    /// has no IOCTL: OpenVPN never hands a driver a key whose packet ids
+    /// were already used. The tunnel uses them up between NEW_KEY and
+    /// START_VPN through the adapter's own peer (its TX key slot's
+    /// encryption, results discarded): a host-only test hook that leaves the
+    /// adapter's one data path in charge of everything sent afterwards.
     pub fn start(config: &TunnelConfig) -> Result<HostTunnel, TunnelError> {
-        let tun = Arc::new(Tun::open(&config.tun).map_err(TunnelError::Tun)?);
+        let tun = match &config.upper {
+            Upper::Tun(name) => Some(Arc::new(Tun::open(name).map_err(TunnelError::Tun)?)),
+            Upper::Memory => None,
+        };
         let nx_verifier = Verifier::new();
         let wsk_verifier = WskVerifier::new();
         // WSK memory that goes back to WSK is poisoned for the NetAdapterCx
@@ -397,74 +465,118 @@ impl HostTunnel {
         let v = nx_verifier.clone();
         wsk_verifier.on_indicate(move |r| v.mark_live(r));
         let notifier = Notifier::new(nx_verifier);
-        let wsk = WskProvider::new(Network::Real, wsk_config(config.verification), wsk_verifier.clone());
-        let os = Arc::new(TunnelOs::new(wsk, notifier.clone()));
+        let wsk = WskProvider::new(config.network.clone(), wsk_config(config.verification), wsk_verifier.clone());
+        let os = Arc::new(HostOs::new(wsk, notifier.clone()));
+        let adapter = Arc::new(Adapter::new(os.clone()));
+        let weak = Arc::downgrade(&adapter);
+        let timer = TimerThread::spawn(&os, move || {
+            let Some(a) = weak.upgrade() else { return false };
+            a.timer();
+            true
+        });
 
-        let endpoint = Endpoint { local: config.local, remote: config.remote };
-        let peer = Arc::new(Peer::new(config.keys.peer_id, endpoint, None, None, os.now()));
-        let slot = new_slot(&CRYPTO, &config.keys.new_key()).map_err(|_| TunnelError::Key)?;
-        {
-            let mut tx = peer.tx.lock();
-            tx.install(SlotIndex::Primary, slot.tx);
-            // A key starts sending at packet id 1. Taking over a key the
-            // real client already used means continuing above its ids (the
-            // server's replay window refuses the rest): the ids below are
-            // used up through the slot's own API.
-            let mut scratch = [0u8; STANDARD_HEAD_ROOM];
-            for _ in 1..config.first_packet_id {
-                tx.encrypt_from(&CRYPTO, config.keys.peer_id, &[], &mut scratch).map_err(|_| TunnelError::PacketIds)?;
-            }
-        }
-        peer.rx.lock().install(SlotIndex::Primary, slot.rx);
-        if let Some(mss) = config.mss {
-            peer.set_mss(mss);
-        }
-
-        let peers = OnePeer::new(peer.clone());
-        let dp = Arc::new(Datapath::new(os.clone(), peers, Arc::default()));
         let counters = Arc::new(Counters::default());
-        let stack = Arc::new(TunStack { tun: tun.clone(), counters, free: Mutex::new(Vec::new()) });
-        let mut nx =
-            HostNetAdapter::with_upper_layer(dp.clone(), notifier, model_config(config.verification), stack.clone());
+        let model = model_config(config.verification);
+        let stack = tun.map(|tun| Arc::new(TunStack { tun, counters: counters.clone(), free: Mutex::new(Vec::new()) }));
+        let mut nx = match &stack {
+            Some(s) => HostNetAdapter::with_upper_layer(adapter.clone(), notifier, model, s.clone()),
+            None => HostNetAdapter::new(adapter.clone(), notifier, model),
+        };
         nx.start().map_err(TunnelError::Queues)?;
         // Queues first, then the socket: nothing received is dropped for
         // want of a started RX queue.
         for _ in 0..1000 {
-            if dp.rx_started() {
+            if adapter.datapath().rx_started() {
                 break;
             }
             std::thread::sleep(Duration::from_millis(1));
         }
-        dp.open_udp(TransportId(1), config.local, Some(config.remote), false).map_err(TunnelError::Socket)?;
 
+        let handle = Arc::new(Handle { adapter, completions: Arc::default(), next_id: AtomicU64::new(1) });
+        let (splice, remote) = match config.proto {
+            TunnelProto::TcpServer => {
+                let splice = Splice::listen(config.local).map_err(TunnelError::Listen)?;
+                let inner = splice.adapter_side();
+                (Some(splice), inner)
+            }
+            TunnelProto::Udp | TunnelProto::TcpClient => (None, config.remote),
+        };
+        let proto = if config.proto == TunnelProto::Udp { Proto::Udp } else { Proto::Tcp };
         let stop = Arc::new(AtomicBool::new(false));
-        let mut threads = Vec::new();
-        let (source, s, st) = (nx.source(), stack.clone(), stop.clone());
-        threads.push(
+        let mut tunnel = HostTunnel {
+            handle: handle.clone(),
+            os,
+            nx,
+            counters: counters.clone(),
+            control: Arc::default(),
+            wsk_verifier,
+            splice,
+            timer: Some(timer),
+            stop: stop.clone(),
+            threads: Vec::new(),
+            stopped: false,
+        };
+        handle.ioctl(Ioctl::NewPeer, &ioctl::new_peer(config.local, remote, proto))?;
+        handle.ioctl(Ioctl::NewKey, &ioctl::new_key(&config.keys))?;
+        tunnel.continue_packet_ids(config.first_packet_id)?;
+        handle
+            .ioctl(Ioctl::SetPeer, &ioctl::set_peer(config.keepalive_interval, config.keepalive_timeout, config.mss))?;
+        handle.ioctl(Ioctl::StartVpn, &[])?;
+
+        let (h, c, k, st) = (handle.clone(), counters, tunnel.control.clone(), stop.clone());
+        tunnel.threads.push(
             std::thread::Builder::new()
-                .name("tun-read".into())
-                .spawn(move || read_tun(&s, &source, &st))
-                .expect("spawn the TUN reader"),
+                .name("control-read".into())
+                .spawn(move || read_control(&h, &c, &k, &st))
+                .expect("spawn the control reader"),
         );
-        let (d, st, c) = (dp.clone(), stop.clone(), stack.counters.clone());
-        let (interval, timeout) = (config.keepalive_interval, config.keepalive_timeout);
-        threads.push(
-            std::thread::Builder::new()
-                .name("keepalive".into())
-                .spawn(move || keepalive(&d, &os, &c, interval, timeout, &st))
-                .expect("spawn the keepalive timer"),
-        );
-        Ok(HostTunnel { dp, nx, peer, stack, wsk_verifier, stop, threads, stopped: false })
+        if let Some(stack) = stack {
+            let (source, st) = (tunnel.nx.source(), stop);
+            tunnel.threads.push(
+                std::thread::Builder::new()
+                    .name("tun-read".into())
+                    .spawn(move || read_tun(&stack, &source, &st))
+                    .expect("spawn the TUN reader"),
+            );
+        }
+        Ok(tunnel)
     }
 
-    /// The data path, for its counters.
+    /// The host-only take-over hook (see [`HostTunnel::start`]): the
+    /// adapter's peer skips packet ids below `first`.
+    fn continue_packet_ids(&self, first: u32) -> Result<(), TunnelError> {
+        if first <= 1 {
+            return Ok(());
+        }
+        let peer = self.peer().ok_or(TunnelError::NoPeer)?;
+        let mut tx = peer.tx.lock();
+        let mut scratch = [0u8; STANDARD_HEAD_ROOM];
+        for _ in 1..first {
+            tx.encrypt_from(self.os.crypto(), peer.id(), &[], &mut scratch).map_err(|_| TunnelError::PacketIds)?;
+        }
+        Ok(())
+    }
+
+    /// The adapter (its data path, counters and device state).
+    pub fn adapter(&self) -> &TunnelAdapter {
+        &self.handle.adapter
+    }
+
+    /// The adapter's data path, for its counters.
     pub fn datapath(&self) -> &TunnelDatapath {
-        &self.dp
+        self.handle.adapter.datapath()
     }
 
-    /// The peer, for its key slots and activity clocks.
-    pub fn peer(&self) -> &Arc<Peer<HostKey>> {
-        &self.peer
+    /// The P2P peer NEW_PEER made, for its key slots and activity clocks.
+    pub fn peer(&self) -> Option<Arc<Peer<HostKey>>> {
+        // P2P: the one peer, whatever id is asked for.
+        self.datapath().peers().rx_peer(crate::proto::PeerId::new(0)?)
+    }
+
+    /// [`TunnelProto::TcpServer`]: where the peer connects, and the bytes
+    /// the splice moved so far.
+    pub fn listening(&self) -> Option<(SocketAddr, u64)> {
+        self.splice.as_ref().map(|s| (s.public_side(), s.bytes()))
     }
 
     /// The NetAdapterCx model's accounting.
@@ -472,21 +584,46 @@ impl HostTunnel {
         self.nx.stats()
     }
 
+    /// [`Upper::Memory`]: what the adapter delivered so far.
+    pub fn delivered(&self) -> Vec<DeliveredPacket> {
+        self.nx.delivered()
+    }
+
+    /// [`Upper::Memory`]: waits until `count` packets were delivered.
+    pub fn wait_delivered(&self, count: usize, timeout: Duration) -> bool {
+        self.nx.wait_delivered(count, timeout)
+    }
+
+    /// Sends `packet` through the TX queue, as the stack above would.
+    pub fn send_packet(&self, packet: Vec<u8>) -> u64 {
+        self.nx.send(TxPacket::new(packet))
+    }
+
+    /// The last control packets read from the adapter (at most
+    /// [`CONTROL_KEPT_MAX`]).
+    pub fn control_packets(&self) -> Vec<Vec<u8>> {
+        lock(&self.control).iter().cloned().collect()
+    }
+
     pub fn stats(&self) -> TunnelStats {
-        let c = &self.stack.counters;
+        let c = &self.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let received = u64::from(self.dp.stats().received_data_packets.load(Ordering::Relaxed));
+        let device = self.handle.adapter.stats();
+        let received = u64::from(device.received_data_packets.load(Ordering::Relaxed));
+        let sent = u64::from(device.sent_data_packets.load(Ordering::Relaxed));
+        let nx = self.nx.stats();
         TunnelStats {
             tun_read: get(&c.tun_read),
             tun_read_dropped: get(&c.tun_read_dropped),
             tun_written: get(&c.tun_written),
             tun_write_dropped: get(&c.tun_write_dropped),
             tun_write_errors: get(&c.tun_write_errors),
-            keepalives_sent: get(&c.keepalives_sent),
-            consumed_after_decrypt: received.saturating_sub(self.nx.stats().rx_packets_indicated),
+            keepalives_sent: sent.saturating_sub(nx.tx_packets_posted),
+            consumed_after_decrypt: received.saturating_sub(nx.rx_packets_indicated),
             timeouts: get(&c.timeouts),
-            control_packets: self.dp.peers().control_packets.load(Ordering::Relaxed),
-            datapath_drops: self.dp.drops().total(),
+            transport_errors: get(&c.transport_errors),
+            control_packets: get(&c.control_packets),
+            datapath_drops: self.datapath().drops().total(),
         }
     }
 
@@ -525,28 +662,30 @@ impl HostTunnel {
             TxNoTransport,
             TxNoSendSlot,
         ];
-        let drops = self.dp.drops();
+        let drops = self.datapath().drops();
         let words: Vec<String> =
             all.iter().filter(|r| drops.get(**r) > 0).map(|r| std::format!("{r:?}={}", drops.get(*r))).collect();
         words.join(" ")
     }
 
-    /// Encrypts `plaintext` as the next data packet of the primary key,
-    /// without sending it (tests: a packet to replay or tamper with).
+    /// Encrypts `plaintext` as the next data packet of the adapter peer's
+    /// primary key, without sending it (tests: a packet to replay or tamper
+    /// with).
     pub fn seal(&self, plaintext: &[u8]) -> Option<Vec<u8>> {
+        let peer = self.peer()?;
         let mut buf = std::vec![0u8; STANDARD_HEAD_ROOM + plaintext.len()];
-        let n = self.peer.tx.lock().encrypt_from(&CRYPTO, self.peer.id(), plaintext, &mut buf).ok()?;
+        let n = peer.tx.lock().encrypt_from(self.os.crypto(), peer.id(), plaintext, &mut buf).ok()?;
         buf.truncate(n);
         Some(buf)
     }
 
-    /// Sends `bytes` as they are from the tunnel's socket (the WriteFile
-    /// path OpenVPN uses for control packets).
-    pub fn send_raw(&self, bytes: &[u8]) -> Result<(), crate::datapath::TxError> {
-        self.dp.send_control(self.peer.endpoint().remote, bytes)
+    /// WriteFile: `bytes` go out as they are (OpenVPN's control packets).
+    pub fn send_raw(&self, bytes: &[u8]) -> Result<usize, NtStatus> {
+        self.handle.adapter.write(bytes)
     }
 
-    /// Stops the threads and the queues, closes the socket, and reports
+    /// Stops the threads, closes the handle (the adapter closes the socket
+    /// once the OS gave its buffers back), stops the queues, and reports
     /// anything either model found.
     pub fn stop(mut self) -> Result<TunnelStats, TunnelError> {
         self.shutdown()
@@ -555,23 +694,30 @@ impl HostTunnel {
     fn shutdown(&mut self) -> Result<TunnelStats, TunnelError> {
         self.stopped = true;
         self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
         let stats = self.stats();
-        self.nx.finish();
         let mut problems: Vec<String> = Vec::new();
-        let verifier = self.nx.verifier();
-        problems.extend(verifier.violations().iter().map(|v| std::format!("NetAdapterCx: {v:?}")));
-        problems.extend(verifier.leaks().iter().map(|l| std::format!("NetAdapterCx leak: {l:?}")));
+        // EvtFileCleanup: parked reads complete, the socket closes while
+        // the queues still run and give its buffers back.
+        let adapter = &self.handle.adapter;
         let deadline = std::time::Instant::now() + CLOSE_TIMEOUT;
-        while self.dp.close_transport() != CloseProgress::Closed {
+        let mut progress = adapter.cleanup();
+        while progress != CloseProgress::Closed {
             if std::time::Instant::now() >= deadline {
-                problems.push(std::format!("the socket did not close: {:?}", self.dp.occupancy()));
+                problems.push(std::format!("the socket did not close: {:?}", adapter.datapath().occupancy()));
                 break;
             }
             std::thread::sleep(Duration::from_millis(10));
+            progress = adapter.poll_close();
         }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        self.splice.take();
+        self.nx.finish();
+        self.timer.take();
+        let verifier = self.nx.verifier();
+        problems.extend(verifier.violations().iter().map(|v| std::format!("NetAdapterCx: {v:?}")));
+        problems.extend(verifier.leaks().iter().map(|l| std::format!("NetAdapterCx leak: {l:?}")));
         problems.extend(self.wsk_verifier.violations().iter().map(|v| std::format!("WSK: {v:?}")));
         if problems.is_empty() { Ok(stats) } else { Err(TunnelError::Violations(problems)) }
     }
@@ -588,6 +734,49 @@ impl Drop for HostTunnel {
 impl core::fmt::Debug for HostTunnel {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("HostTunnel").field("stats", &self.stats()).finish_non_exhaustive()
+    }
+}
+
+/// OpenVPN's pending ReadFile, until `stop`: control packets are counted
+/// and the last few kept; a completion with an error is what OpenVPN acts
+/// on (keepalive expiry, TCP reset), here only counted.
+fn read_control(handle: &Handle, counters: &Counters, kept: &Mutex<VecDeque<Vec<u8>>>, stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        let request = handle.request(CONTROL_READ_LEN);
+        let id = request.id;
+        // Completed at once or parked: either way the completion arrives
+        // through the request.
+        let _: ReadOutcome = handle.adapter.read(request);
+        let completion = loop {
+            if let Some(c) = handle.completions.take(id, STOP_POLL) {
+                break Some(c);
+            }
+            if stop.load(Ordering::Relaxed) {
+                handle.adapter.cancel(RequestId(id));
+                break None;
+            }
+        };
+        let Some(c) = completion else { return };
+        match c.status {
+            NtStatus::SUCCESS => {
+                counters.control_packets.fetch_add(1, Ordering::Relaxed);
+                let mut kept = lock(kept);
+                if kept.len() >= CONTROL_KEPT_MAX {
+                    kept.pop_front();
+                }
+                kept.push_back(c.output);
+            }
+            status => {
+                let counter = if status == NtStatus::CONNECTION_DISCONNECTED {
+                    &counters.timeouts
+                } else {
+                    &counters.transport_errors
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                // Do not spin on a handle that keeps failing reads.
+                std::thread::sleep(STOP_POLL);
+            }
+        }
     }
 }
 
@@ -618,28 +807,6 @@ fn read_tun(stack: &TunStack, source: &PacketSource, stop: &AtomicBool) {
                 counters.tun_read_dropped.fetch_add(1, Ordering::Relaxed);
                 stack.recycle(packet.payload);
             }
-        }
-    }
-}
-
-/// The driver's keepalive timer for the one peer, until `stop`.
-fn keepalive(dp: &TunnelDatapath, os: &TunnelOs, counters: &Counters, interval: u32, timeout: u32, stop: &AtomicBool) {
-    let peer = &dp.peers().peer;
-    let mut timers = Keepalive::default();
-    timers.configure(Some(interval), Some(timeout), os.now());
-    while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(KEEPALIVE_TICK);
-        let now = os.now();
-        let due = timers.due(peer.last_sent(), peer.last_received(), now);
-        if due.ping {
-            if dp.send_keepalive(peer).is_ok() {
-                counters.keepalives_sent.fetch_add(1, Ordering::Relaxed);
-            }
-            timers.pinged(now);
-        }
-        if due.expired {
-            counters.timeouts.fetch_add(1, Ordering::Relaxed);
-            timers.expired(now);
         }
     }
 }
