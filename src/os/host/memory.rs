@@ -112,6 +112,18 @@ pub(crate) unsafe fn read_foreign(addr: *const u8, len: usize) -> Vec<u8> {
     out
 }
 
+/// The `len` bytes at a driver-supplied address, borrowed for as long as
+/// NetAdapterCx's upper layer reads an indicated fragment in place.
+///
+/// # Safety
+/// As for [`read_foreign`], for all of `'a`: the fragment's ReturnContext
+/// stays outstanding (so the driver neither writes nor frees the memory)
+/// until the borrow ends.
+pub(crate) unsafe fn foreign_slice<'a>(addr: *const u8, len: usize) -> &'a [u8] {
+    // SAFETY: caller's contract.
+    unsafe { core::slice::from_raw_parts(addr, len) }
+}
+
 /// Where a byte the driver must not write was found changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Damage {
@@ -138,7 +150,7 @@ pub(crate) struct ElementArray {
     driver_header: Range<usize>,
     shadow: Vec<u8>,
     scratch: Vec<u8>,
-    /// The block as [`ElementArray::check`] last read it (kept to reuse).
+    /// The bytes [`ElementArray::check`] last read (kept to reuse).
     image: Vec<u8>,
 }
 
@@ -240,48 +252,55 @@ impl ElementArray {
     }
 
     /// Whether every byte [`ElementArray::check`] looks at still matches
-    /// the image: one copy of the block and a compare per contiguous run of
-    /// checked bytes, instead of a read per element. Only when something
-    /// differs does the element-by-element walk run, to say where.
+    /// the image. Only those bytes are copied and compared, as few
+    /// contiguous runs: the header outside the driver's fields, the unowned
+    /// elements with their padding (at most two runs, the ring wrapping
+    /// once), the padding of each owned element (none when elements are
+    /// packed), and the tail. Only when something differs does the
+    /// element-by-element walk run, to say where.
     fn unchanged(&mut self, begin: u32, end: u32) -> bool {
-        let owned = range_count(self.mask, begin, end);
-        let mut now = core::mem::take(&mut self.image);
-        now.resize(self.block.len(), 0);
-        self.block.read(0, &mut now);
-        let same = |r: Range<usize>| now[r.clone()] == self.shadow[r];
-        // The header outside the bytes the driver may write.
+        let count = self.mask as usize + 1;
+        let owned = range_count(self.mask, begin, end) as usize;
         let (head, rest) =
             (self.driver_header.start.min(self.base), self.driver_header.end.max(self.driver_header.start));
-        let mut ok = same(0..head) && (rest >= self.base || same(rest..self.base));
-        // Runs of bytes to compare: each unowned element with its padding,
-        // and the padding of each owned one; adjacent runs are merged.
-        let mut run: Option<Range<usize>> = None;
-        for index in 0..=self.mask {
-            if !ok {
-                break;
+        if !self.same(0..head) || (rest < self.base && !self.same(rest..self.base)) {
+            return false;
+        }
+        // [end, begin) in ring order: from `end` to the ring's end, then
+        // from its start.
+        let first = (end & self.mask) as usize;
+        let unowned = count - owned;
+        let wrapped = (first + unowned).saturating_sub(count);
+        for (start, n) in [(first, unowned - wrapped), (0, wrapped)] {
+            let at = self.base + start * self.stride;
+            if n > 0 && !self.same(at..at + n * self.stride) {
+                return false;
             }
-            let at = self.element_offset(index);
-            let from = if range_count(self.mask, begin, index) >= owned { at } else { at + self.elem_size };
-            let to = at + self.stride;
-            if from == to {
-                continue;
-            }
-            run = match run {
-                Some(r) if r.end == from => Some(r.start..to),
-                Some(r) => {
-                    ok = same(r);
-                    Some(from..to)
+        }
+        if self.stride > self.elem_size {
+            for index in IndexRange::new(self.mask, begin, end) {
+                let at = self.element_offset(index) + self.elem_size;
+                if !self.same(at..at + self.stride - self.elem_size) {
+                    return false;
                 }
-                None => Some(from..to),
-            };
+            }
         }
-        if let Some(r) = run {
-            ok = ok && same(r);
+        let tail = self.base + self.stride * count;
+        tail >= self.block.len() || self.same(tail..self.block.len())
+    }
+
+    /// Whether bytes `r` of the block match the image (one copy, one
+    /// compare).
+    fn same(&mut self, r: Range<usize>) -> bool {
+        if r.is_empty() {
+            return true;
         }
-        let tail = self.base + self.stride * (self.mask as usize + 1);
-        ok = ok && (tail >= self.block.len() || same(tail..self.block.len()));
+        let mut now = core::mem::take(&mut self.image);
+        now.resize(r.len(), 0);
+        self.block.read(r.start, &mut now);
+        let same = now[..] == self.shadow[r];
         self.image = now;
-        ok
+        same
     }
 
     fn find_damage(&mut self, begin: u32, end: u32, out: &mut Vec<Damage>) {
@@ -347,5 +366,28 @@ mod tests {
         damage.clear();
         a.check(2, 4, &mut damage);
         assert!(damage.is_empty(), "reported once");
+    }
+
+    #[test]
+    fn a_wrapped_ownership_checks_both_unowned_ends_and_nothing_owned() {
+        // Packed elements (stride = size): no padding to check.
+        let mut a = ElementArray::new(64 + 8 * 8, 64, 8, 8, 8, 48..64);
+        let mut damage = Vec::new();
+        // The driver owns [6, 2): elements 6, 7, 0, 1.
+        for owned in [6u32, 7, 0, 1] {
+            a.block().write(64 + 8 * owned as usize, &[0xEE; 8]);
+        }
+        a.check(6, 2, &mut damage);
+        assert!(damage.is_empty(), "writes to owned elements are the driver's right: {damage:?}");
+        a.adopt(6, 2);
+        a.block().write(64 + 8 * 2, &[1]);
+        a.block().write(64 + 8 * 5 + 7, &[1]);
+        a.check(6, 2, &mut damage);
+        assert_eq!(damage, [Damage::Element(2), Damage::Element(5)]);
+        // Owning nothing: every element is checked.
+        damage.clear();
+        a.block().write(64 + 8 * 7, &[2]);
+        a.check(3, 3, &mut damage);
+        assert_eq!(damage, [Damage::Element(7)]);
     }
 }

@@ -41,7 +41,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Instant;
 use std::vec::Vec;
 
-use super::memory::{Block, Damage, ElementArray, read_foreign};
+use super::memory::{Block, Damage, ElementArray, foreign_slice, read_foreign};
 use super::verifier::{LoanKind, QueueKind, Rule, Verifier};
 use crate::netcx::extension::{NetExtension, NetPacketChecksum};
 use crate::netcx::fragment::{MAX_LENGTH, MAX_OFFSET, NetFragment};
@@ -240,13 +240,20 @@ pub struct CompletedTx {
 /// ([`HostNetAdapter::delivered`], [`HostNetAdapter::completed`]). Either
 /// way, what reaches it has passed every check of the model.
 pub trait UpperLayer: Send + Sync + 'static {
-    /// An RX packet the driver indicated, validated and copied out of the
-    /// driver's buffers (which go back to the driver as [`Hold`] says).
-    fn deliver(&self, packet: DeliveredPacket);
+    /// An RX packet the driver indicated and the model validated, read in
+    /// place: `fragments` are the driver's buffers (each fragment's
+    /// `ValidLength` bytes at `VirtualAddress + Offset`), borrowed for the
+    /// call, as the stack above NetAdapterCx reads them before the buffers
+    /// go back to the driver (as [`Hold`] says).
+    fn deliver(&self, fragments: &[&[u8]]);
 
     /// A TX packet whose completion the OS saw.
     fn completed(&self, packet: CompletedTx);
 }
+
+/// Fragments of one RX packet the upper layer reads in place; a packet of
+/// more is copied into one buffer first (the data path indicates one).
+pub const DELIVER_FRAGMENTS_MAX: usize = 8;
 
 /// Accounting of one adapter across queue generations.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -748,6 +755,7 @@ impl Shared {
 
 /// Buffers of one RX packet, held by the upper layer.
 struct Held {
+    /// Recycled through [`RxRunner::spare`]: no allocation per packet.
     contexts: Vec<usize>,
     /// None: until the test releases it.
     due: Option<Instant>,
@@ -764,9 +772,44 @@ struct RxRunner<D: AdapterDatapath> {
     held: VecDeque<Held>,
     held_fragments: u32,
     cancelled: bool,
+    /// Context lists of returned packets, for reuse.
+    spare: Vec<Vec<usize>>,
+    /// The contexts one [`RxRunner::return_due`] gives back (reused).
+    returning: Vec<usize>,
+    /// The fragments of the packet being translated: address and length
+    /// of each, valid while its contexts are outstanding (reused).
+    pieces: Vec<(usize, usize)>,
+    /// Counters of the current callback, added to [`Stats`] once per
+    /// callback rather than once per packet.
+    pending: RxCounts,
 }
 
+/// RX counters gathered over one callback.
+#[derive(Default)]
+struct RxCounts {
+    indicated: u64,
+    bytes: u64,
+    ignored: u64,
+    invalid: u64,
+}
+
+/// Context lists kept for reuse at most (one per RX ring element is plenty).
+const SPARE_CONTEXT_LISTS_MAX: usize = 1024;
+
 impl<D: AdapterDatapath> RxRunner<D> {
+    /// Adds the counters gathered since the last flush to [`Stats`].
+    fn flush_counts(&mut self) {
+        let c = core::mem::take(&mut self.pending);
+        let held = u64::from(self.held_fragments);
+        self.shared.stats(|s| {
+            s.rx_packets_indicated += c.indicated;
+            s.rx_bytes_indicated += c.bytes;
+            s.rx_packets_ignored += c.ignored;
+            s.rx_packets_dropped_invalid += c.invalid;
+            s.rx_max_held_fragments = s.rx_max_held_fragments.max(held);
+        });
+    }
+
     fn call(&mut self, cb: Callback) -> bool {
         let queue = &self.queue;
         let returned = self.core.invoke(cb, || match cb {
@@ -791,9 +834,7 @@ impl<D: AdapterDatapath> RxRunner<D> {
         if contexts.is_empty() {
             return;
         }
-        for &context in contexts {
-            self.core.verifier.give_back(QueueKind::Rx, LoanKind::RxReturnContext, context);
-        }
+        self.core.verifier.give_back_all(QueueKind::Rx, LoanKind::RxReturnContext, contexts);
         let datapath = &self.datapath;
         let returned = self.core.invoke(Callback::ReturnRxBuffer, || {
             for &context in contexts {
@@ -855,7 +896,7 @@ impl<D: AdapterDatapath> RxRunner<D> {
         for index in IndexRange::new(pm, r.packets.0, r.packets.1) {
             let b = self.core.read_packet(index);
             if b[PACKET_FLAGS_BYTE] & PACKET_IGNORE != 0 {
-                self.shared.stats(|s| s.rx_packets_ignored += 1);
+                self.pending.ignored += 1;
                 if b[..PACKET_FLAGS_BYTE].iter().any(|&x| x != 0)
                     || b[PACKET_FLAGS_BYTE] & !(PACKET_IGNORE | PACKET_SCRATCH) != 0
                 {
@@ -866,12 +907,12 @@ impl<D: AdapterDatapath> RxRunner<D> {
                 }
                 continue;
             }
-            self.shared.stats(|s| s.rx_packets_indicated += 1);
+            self.pending.indicated += 1;
             let fragment_index = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
             let fragment_count = u16::from_le_bytes([b[4], b[5]]);
             if fragment_count == 0 {
                 self.core.report(Rule::InvalidRxPacket, std::format!("packet {index}: FragmentCount 0"));
-                self.shared.stats(|s| s.rx_packets_dropped_invalid += 1);
+                self.pending.invalid += 1;
                 continue;
             }
             let position = range_count(fm, f0, fragment_index);
@@ -885,20 +926,22 @@ impl<D: AdapterDatapath> RxRunner<D> {
                         "packet {index}: fragments [{fragment_index}, +{fragment_count}) are not after the previous packet's within those returned in the same call [{f0}, {f1})"
                     ),
                 );
-                self.shared.stats(|s| s.rx_packets_dropped_invalid += 1);
+                self.pending.invalid += 1;
                 continue;
             }
             next_position = position + u32::from(fragment_count);
             self.translate(index, b, fragment_index, fragment_count);
         }
+        self.flush_counts();
         r.packets.0 != r.packets.1 || r.fragments.0 != r.fragments.1
     }
 
     /// One indicated packet whose fragments are in range.
     fn translate(&mut self, index: u32, b: [u8; PACKET_SIZE], first: u32, count: u16) {
         let fm = self.core.fragment_mask();
-        let mut contexts = Vec::with_capacity(count as usize);
-        let mut bytes = Vec::new();
+        let mut contexts = self.spare.pop().unwrap_or_default();
+        contexts.clear();
+        self.pieces.clear();
         let mut problem: Option<(Rule, String)> = None;
         for k in 0..count {
             let fi = advance_index(fm, first, u32::from(k));
@@ -958,13 +1001,7 @@ impl<D: AdapterDatapath> RxRunner<D> {
                     ),
                 ))
             } else {
-                // SAFETY: the driver indicated this fragment: VirtualAddress
-                // is mapped for Capacity bytes while its ReturnContext is
-                // outstanding, and Offset + ValidLength ≤ Capacity (checked);
-                // the range overlaps no released memory (checked).
-                bytes.extend_from_slice(&unsafe {
-                    read_foreign((va as *const u8).add(offset as usize), valid as usize)
-                });
+                self.pieces.push((va + offset as usize, valid as usize));
                 None
             };
         }
@@ -976,54 +1013,92 @@ impl<D: AdapterDatapath> RxRunner<D> {
         };
         if let Some((rule, message)) = problem {
             self.core.report(rule, message);
-            self.shared.stats(|s| s.rx_packets_dropped_invalid += 1);
+            self.pending.invalid += 1;
         } else {
-            let checksum = self.core.mem.checksum.as_ref().map(|cs| {
-                let mut c = [0u8; 1];
-                cs.read_element(index, &mut c);
-                NetPacketChecksum::from_bits(c[0])
-            });
-            let len = bytes.len() as u64;
-            let mut layout = [0u8; 5];
-            layout.copy_from_slice(&b[6..11]);
-            let packet =
-                DeliveredPacket { bytes, fragments: count, layout: NetPacketLayout::from_bytes(layout), checksum };
-            self.shared.stats(|s| s.rx_bytes_indicated += len);
+            self.pending.bytes += self.pieces.iter().map(|&(_, len)| len as u64).sum::<u64>();
             match &self.shared.upper {
-                Some(upper) => upper.deliver(packet),
+                Some(upper) => {
+                    let mut slices: [&[u8]; DELIVER_FRAGMENTS_MAX] = [&[]; DELIVER_FRAGMENTS_MAX];
+                    let n = self.pieces.len();
+                    if n <= DELIVER_FRAGMENTS_MAX {
+                        for (slot, &(addr, len)) in slices.iter_mut().zip(&self.pieces) {
+                            // SAFETY: an indicated fragment in range (checked
+                            // above: written, mapped for Capacity, not in
+                            // released memory); its ReturnContext was just
+                            // lent and goes back only after `deliver`
+                            // returns, so the driver keeps it alive and
+                            // unwritten for the borrow.
+                            *slot = unsafe { foreign_slice(addr as *const u8, len) };
+                        }
+                        upper.deliver(&slices[..n]);
+                    } else {
+                        // More pieces than the stack takes in place: one copy.
+                        let bytes = self.copy_pieces();
+                        upper.deliver(&[&bytes]);
+                    }
+                }
                 None => {
+                    let bytes = self.copy_pieces();
+                    let checksum = self.core.mem.checksum.as_ref().map(|cs| {
+                        let mut c = [0u8; 1];
+                        cs.read_element(index, &mut c);
+                        NetPacketChecksum::from_bits(c[0])
+                    });
+                    let mut layout = [0u8; 5];
+                    layout.copy_from_slice(&b[6..11]);
+                    let packet = DeliveredPacket {
+                        bytes,
+                        fragments: count,
+                        layout: NetPacketLayout::from_bytes(layout),
+                        checksum,
+                    };
                     lock(&self.shared.delivered).push(packet);
                     self.shared.delivered_cv.notify_all();
                 }
             }
         }
         self.held_fragments += contexts.len() as u32;
-        let held = u64::from(self.held_fragments);
-        self.shared.stats(|s| s.rx_max_held_fragments = s.rx_max_held_fragments.max(held));
         self.held.push_back(Held { contexts, due });
+    }
+
+    /// The translated packet's bytes, copied out of the driver's buffers.
+    fn copy_pieces(&self) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for &(addr, len) in &self.pieces {
+            // SAFETY: as in `translate`: a checked fragment whose
+            // ReturnContext is outstanding.
+            bytes.extend_from_slice(&unsafe { read_foreign(addr as *const u8, len) });
+        }
+        bytes
     }
 
     /// Returns held buffers that are due (all of them with `force`).
     fn return_due(&mut self, force: bool) -> bool {
         let released = self.signal.take_release();
         let now = Instant::now();
-        let mut due = Vec::new();
-        let mut keep = VecDeque::with_capacity(self.held.len());
-        for h in self.held.drain(..) {
-            if force || released || h.due.is_some_and(|d| d <= now) {
-                due.push(h);
+        let mut returning = core::mem::take(&mut self.returning);
+        returning.clear();
+        let mut any = false;
+        let mut kept = 0;
+        for i in 0..self.held.len() {
+            let is_due = force || released || self.held[i].due.is_some_and(|d| d <= now);
+            if is_due {
+                any = true;
+                let mut contexts = core::mem::take(&mut self.held[i].contexts);
+                self.held_fragments -= contexts.len() as u32;
+                returning.extend_from_slice(&contexts);
+                if self.spare.len() < SPARE_CONTEXT_LISTS_MAX {
+                    contexts.clear();
+                    self.spare.push(contexts);
+                }
             } else {
-                keep.push_back(h);
+                self.held.swap(kept, i);
+                kept += 1;
             }
         }
-        self.held = keep;
-        let any = !due.is_empty();
-        let mut contexts = Vec::new();
-        for h in due {
-            self.held_fragments -= h.contexts.len() as u32;
-            contexts.extend(h.contexts);
-        }
-        self.return_buffers(&contexts);
+        self.held.truncate(kept);
+        self.return_buffers(&returning);
+        self.returning = returning;
         any
     }
 
@@ -1697,6 +1772,10 @@ where
             held: VecDeque::new(),
             held_fragments: 0,
             cancelled: false,
+            spare: Vec::new(),
+            returning: Vec::new(),
+            pieces: Vec::new(),
+            pending: RxCounts::default(),
         };
         let tx = TxRunner {
             queue: tx_queue,

@@ -205,6 +205,27 @@ impl Verifier {
         self.report(queue, rule, std::format!("{kind:?} {id:#x} {what}"));
     }
 
+    /// [`Verifier::give_back`] of each of `ids`, under one lock (a batch of
+    /// returns, as NetAdapterCx makes them).
+    pub fn give_back_all(&self, queue: QueueKind, kind: LoanKind, ids: &[usize]) {
+        let mut s = self.lock();
+        for &id in ids {
+            if s.outstanding.remove(&(kind, id)) {
+                continue;
+            }
+            let (rule, what) = if s.ever_lent.contains(&(kind, id)) {
+                (Rule::ReturnedTwice, "given back twice")
+            } else {
+                (Rule::ReturnedNotLent, "given back but never lent")
+            };
+            if s.violations.len() < MAX_RECORDED_VIOLATIONS {
+                s.violations.push(Violation { rule, queue, message: std::format!("{kind:?} {id:#x} {what}") });
+            } else {
+                s.unrecorded += 1;
+            }
+        }
+    }
+
     /// Whether `id` of `kind` is lent and not back.
     pub fn is_outstanding(&self, kind: LoanKind, id: usize) -> bool {
         self.lock().outstanding.contains(&(kind, id))

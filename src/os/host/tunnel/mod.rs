@@ -330,8 +330,10 @@ impl TunStack {
 }
 
 impl UpperLayer for TunStack {
-    fn deliver(&self, packet: DeliveredPacket) {
-        let counter = match self.tun.write_packet(&packet.bytes) {
+    fn deliver(&self, fragments: &[&[u8]]) {
+        // Straight from the driver's buffers into the TUN device: the one
+        // copy is the kernel's.
+        let counter = match self.tun.write_packet_parts(fragments) {
             Ok(true) => &self.counters.tun_written,
             Ok(false) => &self.counters.tun_write_dropped,
             Err(_) => &self.counters.tun_write_errors,

@@ -7,6 +7,7 @@ use std::io::{self, ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
 use std::string::{String, ToString};
 use std::time::Duration;
+use std::vec::Vec;
 
 /// IFNAMSIZ (linux/if.h) including the terminating NUL.
 const IFNAMSIZ: usize = 16;
@@ -102,7 +103,21 @@ impl Tun {
     /// One packet to the stack; `Ok(false)` when the device's queue is
     /// full (the packet is dropped, as by a NIC whose host is slow).
     pub fn write_packet(&self, packet: &[u8]) -> io::Result<bool> {
-        match (&self.file).write(packet) {
+        self.write_packet_parts(&[packet])
+    }
+
+    /// One packet given in pieces (one `writev`: TUN takes one packet per
+    /// write call, whatever its iovecs); `Ok(false)` as for
+    /// [`Tun::write_packet`].
+    pub fn write_packet_parts(&self, parts: &[&[u8]]) -> io::Result<bool> {
+        let written = match parts {
+            [one] => (&self.file).write(one),
+            _ => {
+                let slices: Vec<io::IoSlice<'_>> = parts.iter().map(|p| io::IoSlice::new(p)).collect();
+                (&self.file).write_vectored(&slices)
+            }
+        };
+        match written {
             Ok(_) => Ok(true),
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => Ok(false),
             Err(e) => Err(e),
