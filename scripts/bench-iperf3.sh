@@ -198,7 +198,23 @@ for name in tests:
     ratio = f"{a / b:.2f}x" if a and b else "-"
     print(f"{name:<8} {fa:>14} {fb:>14} {ratio:>7}")
 PY
+cpu_seconds() { # pid...: user+system CPU seconds of the processes so far
+    local pid total=0
+    for pid in "$@"; do
+        total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+    done
+    python3 -c "print(f'{$total / $(getconf CLK_TCK):.1f}')"
+}
 if [ "$ONLY" != openvpn ]; then
+    # CPU per byte is steadier than throughput on a shared machine: other
+    # jobs take CPU time from the tunnels, not CPU time per byte.
+    python3 - "$WORK" "$DURATION" "$(cpu_seconds "${TUNNEL_PIDS[@]}")" <<'PY'
+import os, sys
+work, duration, cpu = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+path = os.path.join(work, "result-tunnel")
+gbit = sum(float(l.split()[1]) for l in open(path) if l.strip()) * duration if os.path.exists(path) else 0
+print(f"host tunnel CPU: {cpu:.1f} s (both ends) for {gbit / 8:.2f} GB through it: {cpu / (gbit / 8):.1f} s/GB" if gbit else "")
+PY
     # The tunnels stop, then say what they counted and what the verifiers found.
     kill -TERM "${TUNNEL_PIDS[@]}" 2>/dev/null || true
     wait "${TUNNEL_PIDS[@]}" 2>/dev/null || true

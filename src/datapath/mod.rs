@@ -55,7 +55,7 @@ pub const RX_INDICATION_BATCH_MAX: usize = 1024;
 /// one record. Retained lists pin the NIC's receive buffers (msquic saw
 /// resource exhaustion from holding too many, datapath facts "WSK
 /// retention"); past the budget, data packets take the copy path.
-pub const RX_RETAINED_LISTS_MAX: u16 = 64;
+pub const RX_RETAINED_LISTS_MAX: u16 = 256;
 
 /// RX slots: packets decrypted and queued for Advance or indicated to the OS
 /// and not yet returned. Each indicated packet carries one as its return

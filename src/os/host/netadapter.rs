@@ -37,6 +37,8 @@ use std::boxed::Box;
 use std::collections::VecDeque;
 use std::string::String;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use super::wake::Wake;
 use std::thread::{self, JoinHandle};
 use std::time::Instant;
 use std::vec::Vec;
@@ -313,7 +315,7 @@ struct SignalState {
 #[derive(Default)]
 struct Signal {
     state: Mutex<SignalState>,
-    cv: Condvar,
+    cv: Wake,
 }
 
 impl Signal {
@@ -359,13 +361,13 @@ impl Signal {
                 return;
             }
             match deadline {
-                None => s = self.cv.wait(s).unwrap_or_else(|p| p.into_inner()),
+                None => s = self.cv.wait(s),
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
                         return;
                     }
-                    s = self.cv.wait_timeout(s, d - now).unwrap_or_else(|p| p.into_inner()).0;
+                    s = self.cv.wait_timeout(s, d - now).0;
                 }
             }
         }
@@ -737,7 +739,7 @@ struct Shared {
     completed_cv: Condvar,
     source: Mutex<VecDeque<(u64, TxPacket)>>,
     /// Signalled when the TX poll thread takes packets from the source.
-    source_cv: Condvar,
+    source_cv: Wake,
     next_tx_id: AtomicU64,
     stats: Mutex<Stats>,
     upper: Option<Arc<dyn UpperLayer>>,
@@ -1233,12 +1235,21 @@ trait Draining {
 }
 
 /// One posted TX fragment's memory: what it held at post, and which bytes
-/// (the backfill) the driver may write.
+/// (the backfill) the driver may write. The fragment is the block's first
+/// `len` bytes (its Capacity); pooled blocks are larger.
 struct TxBuffer {
     block: Block,
+    len: usize,
     image: Vec<u8>,
     writable: core::ops::Range<usize>,
 }
+
+/// Size of the TX blocks the model reuses: any fragment of a frame up to
+/// 1500 bytes with the largest first-fragment offset (1023) and a backfill.
+const TX_POOLED_BLOCK: usize = 4096;
+
+/// Blocks kept for reuse (after their quarantine check) at most.
+const TX_POOLED_BLOCKS_MAX: usize = 1024;
 
 /// A TX packet the driver owns.
 struct PostedTx {
@@ -1267,7 +1278,12 @@ struct TxRunner<Q: PacketQueue> {
     signal: Arc<Signal>,
     posted: VecDeque<PostedTx>,
     expected: Vec<Option<ExpectedFragment>>,
-    quarantine: VecDeque<Block>,
+    quarantine: VecDeque<TxBuffer>,
+    /// Checked blocks (and image buffers) for reuse: no allocation per
+    /// packet.
+    pool: Vec<TxBuffer>,
+    /// Completion-time copies of a fragment (reused).
+    scratch: Vec<u8>,
     stall_advances: u32,
     stall_reported: bool,
     cancelled: bool,
@@ -1309,18 +1325,20 @@ fn first_not(bytes: &[u8], fill: u8) -> Option<usize> {
     if clean { None } else { bytes.iter().position(|&b| b != fill) }
 }
 
-/// `payload` in `n` nearly equal pieces (the last ones one byte shorter).
-fn split(payload: &[u8], n: usize) -> Vec<&[u8]> {
+/// Piece `i` of `payload` cut into `n` nearly equal pieces (the last ones
+/// one byte shorter); `n` is at least 1 and at most the payload's length.
+fn piece(payload: &[u8], n: usize, i: usize) -> &[u8] {
     let n = n.clamp(1, payload.len().max(1));
     let (size, extra) = (payload.len() / n, payload.len() % n);
-    let mut out = Vec::with_capacity(n);
-    let mut at = 0;
-    for i in 0..n {
-        let len = size + usize::from(i < extra);
-        out.push(&payload[at..at + len]);
-        at += len;
-    }
-    out
+    let at = i * size + i.min(extra);
+    &payload[at..at + size + usize::from(i < extra)]
+}
+
+/// `payload` in `n` nearly equal pieces (the last ones one byte shorter).
+#[cfg(test)]
+fn split(payload: &[u8], n: usize) -> Vec<&[u8]> {
+    let n = n.clamp(1, payload.len().max(1));
+    (0..n).map(|i| piece(payload, n, i)).collect()
 }
 
 impl<Q: PacketQueue> TxRunner<Q> {
@@ -1394,18 +1412,26 @@ impl<Q: PacketQueue> TxRunner<Q> {
         let count = self.fragments_needed(&packet);
         let first = self.core.fragments.end;
         let mut buffers = Vec::with_capacity(count as usize);
-        let chunks = if count == 0 { Vec::new() } else { split(&packet.payload, count as usize) };
-        for (k, chunk) in chunks.iter().enumerate() {
+        for k in 0..count as usize {
+            let chunk = piece(&packet.payload, count as usize, k);
             let (lead, backfill) = if k == 0 {
                 (self.config.tx_first_fragment_offset as usize, self.config.tx_backfill as usize)
             } else {
                 (0, 0)
             };
-            let block = Block::new(lead + backfill + chunk.len(), TX_LEAD_FILL);
+            let len = lead + backfill + chunk.len();
+            let (block, mut image) = match self.pool.pop() {
+                Some(b) if len <= b.block.len() => (b.block, b.image),
+                _ => (Block::new(len.max(TX_POOLED_BLOCK), TX_LEAD_FILL), Vec::new()),
+            };
+            block.fill(0, lead, TX_LEAD_FILL);
             block.fill(lead, backfill, TX_BACKFILL_FILL);
             block.write(lead + backfill, chunk);
-            let mut image = std::vec![0u8; block.len()];
-            block.read(0, &mut image);
+            // What the block now holds, built from the same sources.
+            image.clear();
+            image.resize(lead, TX_LEAD_FILL);
+            image.resize(lead + backfill, TX_BACKFILL_FILL);
+            image.extend_from_slice(chunk);
             let mut f = NetFragment::default();
             f.set_valid_length((backfill + chunk.len()) as u32).expect("TX fragment length");
             f.set_capacity((lead + backfill + chunk.len()) as u32).expect("TX fragment capacity");
@@ -1415,7 +1441,7 @@ impl<Q: PacketQueue> TxRunner<Q> {
             self.core.mem.fragments.array.write_element(fi, &f.bits().to_le_bytes());
             self.core.mem.virtual_address.write_element(fi, &va.to_le_bytes());
             self.expected[fi as usize] = Some(ExpectedFragment { packet_id: id, bits: f.bits(), virtual_address: va });
-            buffers.push(TxBuffer { block, image, writable: lead..lead + backfill });
+            buffers.push(TxBuffer { block, len, image, writable: lead..lead + backfill });
         }
         self.core.fragments.end = advance_index(fm, first, count);
         let layout = packet.layout.unwrap_or_else(|| infer_layout(&packet.payload));
@@ -1491,17 +1517,19 @@ impl<Q: PacketQueue> TxRunner<Q> {
             );
         }
         for (k, buffer) in posted.buffers.into_iter().enumerate() {
-            let mut current = std::vec![0u8; buffer.block.len()];
+            let mut current = core::mem::take(&mut self.scratch);
+            current.resize(buffer.len, 0);
             buffer.block.read(0, &mut current);
             let changed = first_change(&current, &buffer.image, &buffer.writable);
+            self.scratch = current;
             if let Some(at) = changed {
                 self.core.report(
                     Rule::TxPayloadModified,
                     std::format!("packet id {} fragment {k}: OS-owned byte {at} changed before completion", posted.id),
                 );
             }
-            buffer.block.fill(0, buffer.block.len(), TX_POISON);
-            self.quarantine.push_back(buffer.block);
+            buffer.block.fill(0, buffer.len, TX_POISON);
+            self.quarantine.push_back(buffer);
             if self.quarantine.len() > TX_QUARANTINE {
                 self.check_quarantined_front();
             }
@@ -1521,18 +1549,25 @@ impl<Q: PacketQueue> TxRunner<Q> {
         }
     }
 
+    /// The oldest completed buffer must still hold its poison; then it is
+    /// reused.
     fn check_quarantined_front(&mut self) {
-        let Some(block) = self.quarantine.pop_front() else { return };
-        let mut current = std::vec![0u8; block.len()];
-        block.read(0, &mut current);
+        let Some(buffer) = self.quarantine.pop_front() else { return };
+        let mut current = core::mem::take(&mut self.scratch);
+        current.resize(buffer.len, 0);
+        buffer.block.read(0, &mut current);
         if let Some(at) = first_not(&current, TX_POISON) {
             self.core.report(
                 Rule::TxPayloadModified,
                 std::format!(
                     "completed TX buffer at {:#x}: byte {at} written after completion",
-                    block.as_ptr() as usize
+                    buffer.block.as_ptr() as usize
                 ),
             );
+        }
+        self.scratch = current;
+        if buffer.block.len() == TX_POOLED_BLOCK && self.pool.len() < TX_POOLED_BLOCKS_MAX {
+            self.pool.push(buffer);
         }
     }
 
@@ -1599,9 +1634,9 @@ impl<Q: PacketQueue> TxRunner<Q> {
         core
     }
 
-    fn check_quarantine(core: &Core, quarantine: VecDeque<Block>) {
-        for block in quarantine {
-            let mut current = std::vec![0u8; block.len()];
+    fn check_quarantine(core: &Core, quarantine: VecDeque<TxBuffer>) {
+        for TxBuffer { block, len, .. } in quarantine {
+            let mut current = std::vec![0u8; len];
             block.read(0, &mut current);
             if let Some(at) = first_not(&current, TX_POISON) {
                 core.report(
@@ -1659,12 +1694,10 @@ impl PacketSource {
     /// back if that did not happen within `timeout`.
     pub fn send_bounded(&self, packet: TxPacket, limit: usize, timeout: Duration) -> Result<u64, TxPacket> {
         let limit = limit.max(1);
-        let source = lock(&self.shared.source);
-        let (mut source, _) = self
-            .shared
-            .source_cv
-            .wait_timeout_while(source, timeout, |s| s.len() >= limit)
-            .unwrap_or_else(|p| p.into_inner());
+        let mut source = lock(&self.shared.source);
+        if source.len() >= limit {
+            source = self.shared.source_cv.wait_timeout_while(source, timeout, |s| s.len() >= limit).0;
+        }
         if source.len() >= limit {
             return Err(packet);
         }
@@ -1786,6 +1819,8 @@ where
             posted: VecDeque::new(),
             expected: std::vec![None; self.config.tx.fragments as usize],
             quarantine: VecDeque::new(),
+            pool: Vec::new(),
+            scratch: Vec::new(),
             stall_advances: 0,
             stall_reported: false,
             cancelled: false,

@@ -10,6 +10,7 @@
 
 use core::fmt;
 use core::ops::{Bound, Range};
+use core::hash::{BuildHasherDefault, Hasher};
 use std::collections::{BTreeMap, HashSet};
 use std::string::String;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -123,8 +124,8 @@ pub struct Leak {
 struct State {
     violations: Vec<Violation>,
     unrecorded: u64,
-    outstanding: HashSet<(LoanKind, usize)>,
-    ever_lent: HashSet<(LoanKind, usize)>,
+    outstanding: HashSet<(LoanKind, usize), LoanHash>,
+    ever_lent: HashSet<(LoanKind, usize), LoanHash>,
     released: Released,
 }
 
@@ -284,6 +285,43 @@ impl Verifier {
 
 /// Disjoint released address ranges, by start: a lookup per indicated
 /// fragment stays logarithmic in the number of released receive buffers.
+/// The loan tables' hasher: loans are looked up once per packet, and their
+/// keys (a kind and an address or index) are not chosen by an attacker, so
+/// a multiply-rotate mix does instead of SipHash.
+type LoanHash = BuildHasherDefault<LoanHasher>;
+
+#[derive(Default)]
+struct LoanHasher(u64);
+
+impl Hasher for LoanHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        // FxHash's step (rustc's hasher).
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64);
+    }
+
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(u64::from(v));
+    }
+
+    fn write_u8(&mut self, v: u8) {
+        self.write_u64(u64::from(v));
+    }
+}
+
 #[derive(Default)]
 struct Released(BTreeMap<usize, usize>);
 
@@ -307,8 +345,11 @@ impl Released {
         if cut.is_empty() {
             return;
         }
-        let hits: Vec<Range<usize>> = self.overlapping(cut).collect();
-        for r in hits {
+        // One overlapping range at a time (no list to allocate): each is
+        // removed or trimmed to outside `cut`, so the next lookup moves on;
+        // at most two trimmed pieces are put back, both outside `cut`.
+        loop {
+            let Some(r) = self.overlapping(cut).next() else { break };
             self.0.remove(&r.start);
             if r.start < cut.start {
                 self.0.insert(r.start, cut.start);

@@ -314,9 +314,11 @@ struct TunStack {
 const FREE_BUFFERS_MAX: usize = TX_SOURCE_LIMIT * 2;
 
 impl TunStack {
+    /// A buffer with room for a TUN packet (its bytes are not cleared:
+    /// [`Tun::read_into`] fills what it reads).
     fn buffer(&self) -> Vec<u8> {
         let mut b = lock(&self.free).pop().unwrap_or_default();
-        b.resize(SEND_SLOT_SIZE, 0);
+        b.reserve(SEND_SLOT_SIZE);
         b
     }
 
@@ -796,14 +798,13 @@ fn read_tun(stack: &TunStack, source: &PacketSource, stop: &AtomicBool) {
         }
         for _ in 0..TUN_READ_BATCH {
             let mut buffer = stack.buffer();
-            let n = match stack.tun.read_packet(&mut buffer) {
-                Ok(Some(n)) if n > 0 => n,
+            match stack.tun.read_into(&mut buffer) {
+                Ok(Some(n)) if n > 0 => {}
                 _ => {
                     stack.recycle(buffer);
                     break;
                 }
-            };
-            buffer.truncate(n);
+            }
             counters.tun_read.fetch_add(1, Ordering::Relaxed);
             if let Err(packet) = source.send_bounded(TxPacket::new(buffer), TX_SOURCE_LIMIT, STOP_POLL) {
                 counters.tun_read_dropped.fetch_add(1, Ordering::Relaxed);

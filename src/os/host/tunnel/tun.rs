@@ -100,6 +100,27 @@ impl Tun {
         }
     }
 
+    /// One packet into `buf`'s spare capacity (its length becomes the
+    /// packet's; no zero-fill first); `Ok(None)` when none is waiting.
+    pub fn read_into(&self, buf: &mut Vec<u8>) -> io::Result<Option<usize>> {
+        buf.clear();
+        let spare = buf.spare_capacity_mut();
+        // SAFETY: read(2) writes at most `spare.len()` bytes into the
+        // spare capacity, which `buf` owns and nothing else aliases.
+        let n = unsafe { libc::read(self.file.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.kind() {
+                ErrorKind::WouldBlock | ErrorKind::Interrupted => Ok(None),
+                _ => Err(e),
+            };
+        }
+        let n = n as usize;
+        // SAFETY: the kernel initialised the first `n` bytes (n ≤ capacity).
+        unsafe { buf.set_len(n) };
+        Ok(Some(n))
+    }
+
     /// One packet to the stack; `Ok(false)` when the device's queue is
     /// full (the packet is dropped, as by a NIC whose host is slow).
     pub fn write_packet(&self, packet: &[u8]) -> io::Result<bool> {

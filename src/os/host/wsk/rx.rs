@@ -16,7 +16,9 @@ use alloc::vec::Vec;
 use core::mem::offset_of;
 use core::net::SocketAddr;
 use core::ptr::{self, NonNull};
-use std::sync::{Condvar, Mutex};
+use std::sync::Mutex;
+
+use crate::os::host::wake::Wake;
 use std::time::Duration;
 
 use super::rng::XorShift;
@@ -226,7 +228,7 @@ pub(crate) struct ReceivePool {
     /// `config.lists` blocks (a leaked boxed slice).
     blocks: NonNull<ListBlock>,
     state: Mutex<PoolState>,
-    freed: Condvar,
+    freed: Wake,
 }
 
 // SAFETY: the raw memory is only written by whoever owns it under the WSK
@@ -281,7 +283,7 @@ impl ReceivePool {
             stride,
             blocks: blocks.cast::<ListBlock>(),
             state: Mutex::new(state),
-            freed: Condvar::new(),
+            freed: Wake::new(),
         }
     }
 

@@ -14,7 +14,9 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::net::SocketAddr;
 use core::ptr::NonNull;
-use std::sync::{Condvar, Mutex};
+use std::sync::Mutex;
+
+use crate::os::host::wake::Wake;
 use std::time::{Duration, Instant};
 
 use super::stats::{SocketCounters, bump};
@@ -318,7 +320,7 @@ pub(crate) struct TxEngine {
     counters: Arc<SocketCounters>,
     events: Arc<dyn SocketEvents>,
     state: Mutex<EngineState>,
-    wake: Condvar,
+    wake: Wake,
 }
 
 /// How long a batched-completion socket waits for more before flushing.
@@ -340,7 +342,7 @@ impl TxEngine {
             counters,
             events,
             state: Mutex::new(EngineState { pending: VecDeque::new(), done: VecDeque::new(), stop: false, round: 0 }),
-            wake: Condvar::new(),
+            wake: Wake::new(),
         }
     }
 
@@ -443,7 +445,7 @@ impl TxEngine {
                         idle = true;
                         break;
                     }
-                    let (next, timeout) = self.wake.wait_timeout(st, wait).unwrap_or_else(|p| p.into_inner());
+                    let (next, timeout) = self.wake.wait_timeout(st, wait);
                     st = next;
                     if timeout.timed_out() && !st.done.is_empty() {
                         idle = true;
