@@ -46,6 +46,13 @@ pub use tx::TxError;
 /// The key type of `O`'s crypto provider.
 pub type KeyOf<O> = <<O as Os>::Crypto as CryptoProvider>::Key;
 
+/// A table's size: `kernel` in every real build; `loom_model` in the loom
+/// models, which allocate the tables once per explored interleaving and use
+/// only a few entries.
+const fn table(kernel: u16, loom_model: u16) -> u16 {
+    if cfg!(all(loom, test)) { loom_model } else { kernel }
+}
+
 /// Datagrams handled from one WskReceiveFromEvent; the rest of the list is
 /// dropped (counted once per list). WSK delivers tens per event; this bounds the time one
 /// DPC spends in the driver (docs/datapath.md, RX ownership 1).
@@ -55,20 +62,20 @@ pub const RX_INDICATION_BATCH_MAX: usize = 1024;
 /// one record. Retained lists pin the NIC's receive buffers (msquic saw
 /// resource exhaustion from holding too many, datapath facts "WSK
 /// retention"); past the budget, data packets take the copy path.
-pub const RX_RETAINED_LISTS_MAX: u16 = 256;
+pub const RX_RETAINED_LISTS_MAX: u16 = table(256, 4);
 
 /// RX slots: packets decrypted and queued for Advance or indicated to the OS
 /// and not yet returned. Each indicated packet carries one as its return
 /// context. The OS may hold indicated buffers indefinitely (datapath facts,
 /// EvtAdapterReturnRxBuffer), so this is the bound on what it can hold.
-pub const RX_SLOTS_MAX: u16 = 1024;
+pub const RX_SLOTS_MAX: u16 = table(1024, 8);
 
 /// Decrypted packets waiting for the next RX Advance.
-pub const RX_PENDING_MAX: u16 = 512;
+pub const RX_PENDING_MAX: u16 = table(512, 8);
 
 /// Pooled buffers of the copy path (multi-MDL datagrams, retention budget
 /// exhausted, TCP stream frames), [`RX_BUFFER_SIZE`] bytes each.
-pub const RX_COPY_BUFFERS: u16 = 256;
+pub const RX_COPY_BUFFERS: u16 = table(256, 2);
 
 /// Largest datagram the copy path takes: the largest the driver itself
 /// sends (a send slot) and the largest TCP frame OpenVPN accepts (2048).
@@ -92,7 +99,7 @@ pub const TX_PAYLOAD_BACKFILL: usize = 0;
 pub const TX_MAX_FRAGMENTS: u16 = 16;
 
 /// Send slots the data path uses per socket (the transport may offer fewer).
-pub const SEND_SLOTS_MAX: u16 = 1024;
+pub const SEND_SLOTS_MAX: u16 = table(1024, 4);
 
 /// What the data path needs from the control plane. P2P has one peer; MP
 /// looks peers up by id and by inner address (VPN address or iroute).
@@ -372,3 +379,6 @@ impl<O: Os, P: Peers<KeyOf<O>>> AdapterDatapath for Datapath<O, P> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(all(test, loom))]
+mod loom_models;

@@ -19,12 +19,12 @@
 //! stream frames are copied into a pooled buffer ([`RX_COPY_BUFFERS`]) and
 //! decrypted there; the slot then owns the buffer instead of a reference.
 
+use crate::os::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::ops::Range;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use super::pools::{BufferPool, IndexDeque, IndexPool};
 use super::socket::{Link, same_endpoint};
@@ -170,14 +170,20 @@ impl<O: Os, P: Peers<KeyOf<O>>> RxState<O, P> {
     }
 
     /// Notifies the RX queue if it armed notification (one-shot).
+    ///
+    /// Every write of `armed` is a swap: read-modify-writes of one location
+    /// are totally ordered, so of a queueing kick and an arming swap one
+    /// sees the other (the kick the flag up, or the arming, after the
+    /// pending lock, the packet) without a store-load (SeqCst) argument,
+    /// which loom could not check.
     fn kick(&self, os: &O) {
-        if self.armed.swap(false, Ordering::SeqCst) {
+        if self.armed.swap(false, Ordering::AcqRel) {
             os.notify_rx();
         }
     }
 
     fn arm(&self, enabled: bool, os: &O) {
-        self.armed.store(enabled, Ordering::SeqCst);
+        self.armed.swap(enabled, Ordering::AcqRel);
         // Packets queued while the flag was down would otherwise wait for
         // the next datagram.
         if enabled && self.pending_len() > 0 {
@@ -903,7 +909,7 @@ impl<O: Os, P: Peers<KeyOf<O>>> PacketQueue for RxQueue<O, P> {
 
     fn stop(&self) {
         self.shared.rx.set_accepting(false);
-        self.shared.rx.armed.store(false, Ordering::SeqCst);
+        self.shared.rx.armed.swap(false, Ordering::AcqRel);
         self.drain_pending();
     }
 }

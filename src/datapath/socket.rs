@@ -7,11 +7,11 @@
 //! closed only when every retained indication list was released and every
 //! accepted send completed (docs/datapath.md, "The `os` contract").
 
+use crate::os::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use alloc::boxed::Box;
 use alloc::sync::{Arc, Weak};
 use core::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use super::{KeyOf, Peers, SEND_SLOTS_MAX, Shared, rx, tx};
 use crate::control::actions::TransportId;
@@ -20,6 +20,11 @@ use crate::ntstatus::NtStatus;
 use crate::os::sync::SpinLock;
 use crate::os::{Os, SendSlot, SocketEvents, Transport};
 use crate::proto::tcp_frame::TcpFrameDecoder;
+
+/// The flag [`Link::detach`] sets in both of a link's counters. The counts
+/// stay far below it: at most [`super::RX_RETAINED_LISTS_MAX`] lists and
+/// [`SEND_SLOTS_MAX`] sends.
+const DETACHED: u32 = 1 << 31;
 
 /// Which protocol the socket speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,11 +59,12 @@ pub struct Link<O: Os, P: Peers<KeyOf<O>>> {
     pub(crate) tcp_rx: Option<SpinLock<Box<TcpFrameDecoder>>>,
     /// TCP: sends in stream order, one at a time.
     pub(crate) tcp_tx: Option<SpinLock<tx::TcpSendQueue>>,
-    /// Indication lists retained and not yet released (records in use).
+    /// Indication lists retained and not yet released (records in use),
+    /// plus [`DETACHED`].
     retained_lists: AtomicU32,
-    /// Sends accepted (or queued for the TCP stream) and not yet completed.
+    /// Sends accepted (or queued for the TCP stream) and not yet completed,
+    /// plus [`DETACHED`].
     pub(crate) sends_in_flight: AtomicU32,
-    detached: AtomicBool,
     closed: AtomicBool,
 }
 
@@ -83,7 +89,6 @@ impl<O: Os, P: Peers<KeyOf<O>>> Link<O, P> {
             tcp_tx: tcp.then(|| SpinLock::new(tx::TcpSendQueue::new(SEND_SLOTS_MAX))),
             retained_lists: AtomicU32::new(0),
             sends_in_flight: AtomicU32::new(0),
-            detached: AtomicBool::new(false),
             closed: AtomicBool::new(false),
         })
     }
@@ -115,20 +120,20 @@ impl<O: Os, P: Peers<KeyOf<O>>> Link<O, P> {
 
     /// Stops retaining and sending on this socket.
     pub(crate) fn detach(&self) {
-        self.detached.store(true, Ordering::SeqCst);
+        self.retained_lists.fetch_or(DETACHED, Ordering::AcqRel);
+        self.sends_in_flight.fetch_or(DETACHED, Ordering::AcqRel);
     }
 
     pub(crate) fn is_detached(&self) -> bool {
-        self.detached.load(Ordering::SeqCst)
+        self.retained_lists.load(Ordering::Acquire) & DETACHED != 0
     }
 
-    /// Counts a retained list, unless the socket is detached. The count
-    /// is raised before the flag is read (and `try_close` sets the flag
-    /// before reading the count), so a close never misses a list retained
-    /// concurrently.
+    /// Counts a retained list, unless the socket is detached. Count and
+    /// flag share one word, so counting and reading the flag are one
+    /// atomic step: a detach either comes first (refused here) or after
+    /// (and the close that follows it sees the count).
     pub(crate) fn begin_retain(&self) -> bool {
-        self.retained_lists.fetch_add(1, Ordering::SeqCst);
-        if self.is_detached() {
+        if self.retained_lists.fetch_add(1, Ordering::AcqRel) & DETACHED != 0 {
             self.end_retain();
             return false;
         }
@@ -136,14 +141,13 @@ impl<O: Os, P: Peers<KeyOf<O>>> Link<O, P> {
     }
 
     pub(crate) fn end_retain(&self) {
-        self.retained_lists.fetch_sub(1, Ordering::SeqCst);
+        self.retained_lists.fetch_sub(1, Ordering::AcqRel);
     }
 
-    /// Counts a send about to be submitted, unless detached (same ordering
-    /// argument as [`Link::begin_retain`]).
+    /// Counts a send about to be submitted, unless detached (as
+    /// [`Link::begin_retain`]).
     pub(crate) fn begin_send(&self) -> bool {
-        self.sends_in_flight.fetch_add(1, Ordering::SeqCst);
-        if self.is_detached() {
+        if self.sends_in_flight.fetch_add(1, Ordering::AcqRel) & DETACHED != 0 {
             self.end_send();
             return false;
         }
@@ -151,11 +155,11 @@ impl<O: Os, P: Peers<KeyOf<O>>> Link<O, P> {
     }
 
     pub(crate) fn sends_in_flight(&self) -> u32 {
-        self.sends_in_flight.load(Ordering::SeqCst)
+        self.sends_in_flight.load(Ordering::Acquire) & !DETACHED
     }
 
     pub(crate) fn end_send(&self) {
-        self.sends_in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.sends_in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Closes the transport once nothing of it is held any more.
@@ -163,8 +167,8 @@ impl<O: Os, P: Peers<KeyOf<O>>> Link<O, P> {
         if self.closed.load(Ordering::SeqCst) {
             return CloseProgress::Closed;
         }
-        let retained_lists = self.retained_lists.load(Ordering::SeqCst);
-        let sends_in_flight = self.sends_in_flight.load(Ordering::SeqCst);
+        let retained_lists = self.retained_lists.load(Ordering::Acquire) & !DETACHED;
+        let sends_in_flight = self.sends_in_flight();
         if retained_lists != 0 || sends_in_flight != 0 {
             return CloseProgress::Waiting { retained_lists, sends_in_flight };
         }

@@ -103,6 +103,40 @@ impl DropReason {
     /// Number of reasons (size of the counter array).
     pub const COUNT: usize = DropReason::TxNoSendSlot as usize + 1;
 
+    /// Every reason, in counter order.
+    pub const ALL: [DropReason; DropReason::COUNT] = [
+        DropReason::RxNullMdl,
+        DropReason::RxBatchOverflow,
+        DropReason::RxTooLong,
+        DropReason::RxUnmapped,
+        DropReason::RxMalformed,
+        DropReason::RxNoSource,
+        DropReason::RxUnknownPeer,
+        DropReason::RxUnknownKey,
+        DropReason::RxReplay,
+        DropReason::RxAuthFailed,
+        DropReason::RxDecrypt,
+        DropReason::RxNotIp,
+        DropReason::RxSourceNotAllowed,
+        DropReason::RxNoSlot,
+        DropReason::RxCopyPoolEmpty,
+        DropReason::RxQueueFull,
+        DropReason::RxQueueStopped,
+        DropReason::RxCancelled,
+        DropReason::RxStreamBroken,
+        DropReason::RxBadReturnContext,
+        DropReason::TxUnroutable,
+        DropReason::TxNoKey,
+        DropReason::TxOversize,
+        DropReason::TxMalformed,
+        DropReason::TxEncrypt,
+        DropReason::TxSendRefused,
+        DropReason::TxSendFailed,
+        DropReason::TxCancelled,
+        DropReason::TxNoTransport,
+        DropReason::TxNoSendSlot,
+    ];
+
     /// The drop reason for a failed decryption.
     pub fn of_rx(e: DataError) -> Self {
         match e {
@@ -151,6 +185,11 @@ impl Drops {
         self.counters.get(reason as usize).map_or(0, |c| c.load(Ordering::Relaxed))
     }
 
+    /// The reasons with at least one drop, and their counts.
+    pub fn nonzero(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
+        DropReason::ALL.into_iter().map(|r| (r, self.get(r))).filter(|&(_, n)| n > 0)
+    }
+
     /// All drops, whatever the reason.
     pub fn total(&self) -> u64 {
         self.counters.iter().map(|c| c.load(Ordering::Relaxed)).sum()
@@ -173,6 +212,17 @@ mod tests {
         assert_eq!(d.get(DropReason::TxNoSendSlot), 2);
         assert_eq!(d.get(DropReason::RxReplay), 0);
         assert_eq!(d.total(), 3);
+        assert_eq!(
+            d.nonzero().collect::<std::vec::Vec<_>>(),
+            [(DropReason::RxNullMdl, 1), (DropReason::TxNoSendSlot, 2)]
+        );
+    }
+
+    #[test]
+    fn all_lists_every_reason_at_its_own_index() {
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+        }
     }
 
     #[test]

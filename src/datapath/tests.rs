@@ -172,6 +172,7 @@ impl Transport for FakeTransport {
     }
 
     unsafe fn release(&self, list: NonNull<WskDatagramIndication>) {
+        assert!(!self.0.closed.load(Ordering::SeqCst), "WskRelease after WskCloseSocket");
         self.0.released.lock().unwrap().push(list.as_ptr() as usize);
     }
 
@@ -333,6 +334,22 @@ fn tunnel(layout: Layout) -> (Arc<Peer<TestKey>>, KeySlots<TestKey>) {
     (peer, far)
 }
 
+/// NEW_KEY for the RX side only: a fresh key `key_id` in `index` (its bytes
+/// match nothing the far end sends). Used by the loom models.
+#[cfg_attr(not(loom), allow(dead_code))]
+pub(super) fn install_rx_key(peer: &Peer<TestKey>, index: SlotIndex, key_id: u8) {
+    let k = [key_id; 32];
+    let direction = DirectionKey { key: &k, key_len: 32, nonce_tail: [key_id; 8] };
+    let key = NewKey {
+        key_id: crate::proto::KeyId::new(key_id).unwrap(),
+        cipher: Cipher::AesGcm,
+        layout: Layout::Standard,
+        encrypt: direction,
+        decrypt: direction,
+    };
+    peer.rx.lock().install(index, new_slot(&TestCrypto, &key).unwrap().rx);
+}
+
 pub(super) struct Harness {
     pub os: Arc<FakeOs>,
     pub dp: Datapath<FakeOs, FakePeers>,
@@ -371,6 +388,24 @@ impl Harness {
         let mut d = datagram.to_vec();
         let r = self.far.decrypt(&TestCrypto, &mut d, 1).unwrap();
         d[r.plaintext].to_vec()
+    }
+}
+
+impl Drop for Harness {
+    /// Every scenario ends the way the glue ends an adapter: its queues
+    /// stopped, every indicated buffer returned and every send completed,
+    /// then the socket closed, then the data path dropped. Anything still
+    /// held at that point is a leak (a retained list pins the socket, the
+    /// socket's events pin the data path); Miri would report it as one, and
+    /// this reports it in every run, with the scenario's name.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        assert_eq!(self.dp.close_transport(), CloseProgress::Closed, "the scenario left the socket held");
+        assert_eq!(self.dp.occupancy(), Occupancy::default(), "the scenario left tables in use");
+        let closed = self.os.transport.lock().unwrap().as_ref().is_none_or(|t| t.closed.load(Ordering::SeqCst));
+        assert!(closed, "the transport was closed");
     }
 }
 
@@ -486,6 +521,16 @@ impl OsQueue {
         let va = unsafe { self.va.add((index & (RING - 1)) as usize).read() }.cast_const();
         // SAFETY: the driver pointed the fragment at `valid_length` live bytes.
         unsafe { core::slice::from_raw_parts(va.add(f.offset() as usize), f.valid_length() as usize) }.to_vec()
+    }
+
+    /// The address the driver put in fragment `index`'s VirtualAddress
+    /// (used by the loom models).
+    #[cfg_attr(not(loom), allow(dead_code))]
+    pub fn fragment_address(&self, index: u32) -> usize {
+        let f = self.fragment(index);
+        // SAFETY: a masked index into the live storage.
+        let va = unsafe { self.va.add((index & (RING - 1)) as usize).read() };
+        va as usize + f.offset() as usize
     }
 
     pub fn return_context(&self, index: u32) -> usize {
@@ -612,6 +657,13 @@ impl Indication {
         Self::new(&d, remote())
     }
 
+    /// Where the datagrams' bytes are, with the slack in front (used by the
+    /// loom models).
+    #[cfg_attr(not(loom), allow(dead_code))]
+    pub fn buffers(&self) -> Vec<core::ops::Range<usize>> {
+        self.bufs.iter().map(|b| (b.cast::<u8>() as usize)..(b.cast::<u8>() as usize + b.len())).collect()
+    }
+
     pub fn head(&mut self) -> NonNull<WskDatagramIndication> {
         NonNull::new(self.nodes.cast::<WskDatagramIndication>()).unwrap()
     }
@@ -625,7 +677,7 @@ impl Indication {
     }
 }
 
-fn rx_queue(h: &Harness, q: &mut OsQueue) -> rx::RxQueue<FakeOs, FakePeers> {
+pub(super) fn rx_queue(h: &Harness, q: &mut OsQueue) -> rx::RxQueue<FakeOs, FakePeers> {
     let ext = q.extensions(true);
     // SAFETY: the OsQueue outlives the queue in every test.
     let queue = unsafe { h.dp.create_rx_queue(q.collection(), ext) }.unwrap();
@@ -633,7 +685,16 @@ fn rx_queue(h: &Harness, q: &mut OsQueue) -> rx::RxQueue<FakeOs, FakePeers> {
     queue
 }
 
-fn tx_queue(h: &Harness, q: &mut OsQueue) -> tx::TxQueue<FakeOs, FakePeers> {
+/// The glue's end of an RX queue: EvtPacketQueueCancel, Advance once the
+/// rings are empty, EvtPacketQueueStop. Queued packets are dropped and their
+/// lists released; indicated ones stay with the OS until it returns them.
+pub(super) fn end_rx(rxq: &rx::RxQueue<FakeOs, FakePeers>) {
+    rxq.cancel();
+    rxq.advance();
+    rxq.stop();
+}
+
+pub(super) fn tx_queue(h: &Harness, q: &mut OsQueue) -> tx::TxQueue<FakeOs, FakePeers> {
     let ext = q.extensions(false);
     // SAFETY: the OsQueue outlives the queue in every test.
     let queue = unsafe { h.dp.create_tx_queue(q.collection(), ext) }.unwrap();
@@ -759,7 +820,7 @@ fn a_datagram_over_several_mdls_takes_the_counted_copy_path() {
 fn past_the_retention_budget_data_is_copied() {
     let mut h = Harness::new(8);
     let mut q = OsQueue::new();
-    let _rxq = rx_queue(&h, &mut q);
+    let rxq = rx_queue(&h, &mut q);
     let events = h.os.events();
     let mut lists: Vec<Indication> = Vec::new();
     for i in 0..=RX_RETAINED_LISTS_MAX {
@@ -771,7 +832,10 @@ fn past_the_retention_budget_data_is_copied() {
         lists.push(ind);
     }
     let o = h.dp.occupancy();
-    assert_eq!((o.retained_lists, o.rx_copy_buffers, o.rx_pending), (64, 1, 65));
+    let budget = usize::from(RX_RETAINED_LISTS_MAX);
+    assert_eq!((o.retained_lists, o.rx_copy_buffers, o.rx_pending), (budget, 1, budget + 1));
+    end_rx(&rxq);
+    assert_eq!(h.os.state().released.lock().unwrap().len(), usize::from(RX_RETAINED_LISTS_MAX));
 }
 
 #[test]
@@ -840,7 +904,7 @@ fn mss_is_clamped_in_received_syns_and_foreign_sources_are_refused() {
 fn authenticated_data_from_a_new_address_asks_the_control_plane_to_float() {
     let mut h = Harness::new(8);
     let mut q = OsQueue::new();
-    let _rxq = rx_queue(&h, &mut q);
+    let rxq = rx_queue(&h, &mut q);
     let elsewhere: SocketAddr = "198.51.100.9:4000".parse().unwrap();
     let d = h.seal(&ipv4(64, 1));
     let mut forged = d.clone();
@@ -848,6 +912,8 @@ fn authenticated_data_from_a_new_address_asks_the_control_plane_to_float() {
     let mut ind = Indication::new(&[std::vec![forged], std::vec![d]], elsewhere);
     ind.deliver(&h.os.events());
     assert_eq!(h.dp.peers().floats.lock().unwrap().as_slice(), &[elsewhere], "only the authentic one");
+    end_rx(&rxq);
+    assert_eq!(h.os.state().released.lock().unwrap().as_slice(), &[ind.head().as_ptr() as usize]);
 }
 
 // ---------------------------------------------------------------- TX
@@ -1008,9 +1074,13 @@ fn keepalive_and_control_packets_share_the_send_slots() {
     assert_eq!((h.open(&wire), to), (KEEPALIVE_PING.to_vec(), remote()));
     h.os.events().send_complete(SendSlot(slot), NtStatus::SUCCESS, wire.len());
     h.dp.send_control(remote(), &[0x38, 1, 2, 3]).unwrap();
-    assert_eq!(state.sent.lock().unwrap()[1].1, [0x38, 1, 2, 3]);
+    let (slot, wire, _) = state.sent.lock().unwrap()[1].clone();
+    assert_eq!(wire, [0x38, 1, 2, 3]);
+    h.os.events().send_complete(SendSlot(slot), NtStatus::SUCCESS, wire.len());
     let s = h.dp.stats().snapshot();
-    assert_eq!((s.sent_data_packets, s.lost_out_control_packets), (1, 1));
+    // Sent control packets are the device's count (WriteFile); the data path
+    // counts only the one it could not send.
+    assert_eq!((s.sent_data_packets, s.sent_control_packets, s.lost_out_control_packets), (1, 0, 1));
 }
 
 #[test]
@@ -1080,6 +1150,8 @@ fn tcp_stream_bytes_are_reframed_and_go_through_the_copy_path() {
     q.fragments.os_set_end(4);
     rxq.advance();
     assert_eq!((q.fragment_bytes(0), q.fragment_bytes(1)), (a, b));
+    h.dp.return_rx_buffer(q.return_context(0));
+    h.dp.return_rx_buffer(q.return_context(1));
     events.stream_received(&[0, 0]);
     assert_eq!(h.dp.peers().disconnects.lock().unwrap().as_slice(), &[NtStatus::CONNECTION_ABORTED]);
 }

@@ -16,12 +16,12 @@
 //! out one at a time in submission order, so the stream stays ordered even
 //! when a send completes partially and the rest is sent again.
 
+use crate::os::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::net::{Ipv4Addr, SocketAddr};
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 
 use super::pools::{IndexDeque, IndexPool};
 use super::socket::{Link, LinkKind};
@@ -30,7 +30,7 @@ use super::{KeyOf, Peers, SEND_SLOTS_MAX, Shared, TX_MAX_FRAGMENTS, TX_PAYLOAD_B
 use crate::control::peers::Peer;
 use crate::netcx::extension::{Extension, NetFragmentVirtualAddress};
 use crate::netcx::packet::NetPacket;
-use crate::netcx::ring::{NetRing, NetRingCollection, QueueRings, advance_index, element_at, increment_index};
+use crate::netcx::ring::{NetRing, NetRingCollection, QueueRings, advance_index, increment_index};
 use crate::ntstatus::NtStatus;
 use crate::os::sync::SpinLock;
 use crate::os::{Os, PacketQueue, QueueExtensions, SEND_SLOT_SIZE, SendSlot, Transport};
@@ -75,6 +75,12 @@ const _: () = assert!(PACKET_FLAGS_OFFSET < size_of::<NetPacket>());
 /// Atomic access to the flag byte of the TX packet ring's elements.
 struct PacketFlags {
     ring: NonNull<NetRing>,
+    /// Loom can only watch atomics it made, not bytes of foreign memory:
+    /// under `cfg(loom)` each element's flag byte is one of these, indexed
+    /// like the ring (the models post no Ignore packets, whose bit the OS
+    /// sets in the ring itself).
+    #[cfg(all(loom, test))]
+    model: Box<[AtomicU8]>,
 }
 
 // SAFETY: only the flag byte of elements the driver owns is reached, and only
@@ -87,12 +93,27 @@ unsafe impl Send for PacketFlags {}
 unsafe impl Sync for PacketFlags {}
 
 impl PacketFlags {
+    fn new(ring: NonNull<NetRing>, _mask: u32) -> Self {
+        Self {
+            ring,
+            #[cfg(all(loom, test))]
+            model: (0..=_mask).map(|_| AtomicU8::new(0)).collect(),
+        }
+    }
+
+    #[cfg(all(loom, test))]
+    fn byte(&self, index: u32) -> &AtomicU8 {
+        let _ = self.ring;
+        &self.model[index as usize % self.model.len()]
+    }
+
+    #[cfg(not(all(loom, test)))]
     fn byte(&self, index: u32) -> &AtomicU8 {
         // SAFETY: the ring's header is valid for the queue's life
         // (RingView::from_raw checked it), so element_at computes an
         // in-bounds element address; the flag byte is at offset 11 within
         // the 12-byte element.
-        let at = unsafe { element_at(self.ring.as_ptr(), index).add(PACKET_FLAGS_OFFSET) };
+        let at = unsafe { crate::netcx::ring::element_at(self.ring.as_ptr(), index).add(PACKET_FLAGS_OFFSET) };
         // SAFETY: the byte is live ring memory (above) that the driver owns
         // while the packet is in [BeginIndex, EndIndex); all concurrent
         // accesses to it (completion vs. drain) are atomic.
@@ -123,16 +144,22 @@ pub(crate) struct TxNotify {
 }
 
 impl TxNotify {
+    /// Every write of both flags is a swap (a read-modify-write, AcqRel):
+    /// of a completion's and an arming's swaps of `armed` the later reads
+    /// the earlier, so either the completion sees the flag up and notifies,
+    /// or the arming synchronises with the completion and sees its
+    /// progress. No store-load (SeqCst) argument, which loom could not
+    /// check.
     pub(crate) fn progressed<O: Os>(&self, os: &O) {
-        self.progress.store(true, Ordering::SeqCst);
-        if self.armed.swap(false, Ordering::SeqCst) {
+        self.progress.swap(true, Ordering::AcqRel);
+        if self.armed.swap(false, Ordering::AcqRel) {
             os.notify_tx();
         }
     }
 
     fn arm<O: Os>(&self, enabled: bool, os: &O) {
-        self.armed.store(enabled, Ordering::SeqCst);
-        if enabled && self.progress.load(Ordering::SeqCst) && self.armed.swap(false, Ordering::SeqCst) {
+        self.armed.swap(enabled, Ordering::AcqRel);
+        if enabled && self.progress.load(Ordering::Acquire) && self.armed.swap(false, Ordering::AcqRel) {
             os.notify_tx();
         }
     }
@@ -251,7 +278,7 @@ fn submit<O: Os, P: Peers<KeyOf<O>>>(
     link.send.set(slot, usage, len, remote);
     if !link.begin_send() {
         // Detached meanwhile: never reaches the transport.
-        link.sends_in_flight.fetch_add(1, Ordering::SeqCst);
+        link.sends_in_flight.fetch_add(1, Ordering::AcqRel);
         finish(link, slot, Err(DropReason::TxNoTransport));
         return;
     }
@@ -636,9 +663,10 @@ impl<O: Os, P: Peers<KeyOf<O>>> TxQueue<O, P> {
         let virtual_address = unsafe { Extension::from_queried(&extensions.fragment_virtual_address) }
             .map_err(|_| NtStatus::INVALID_PARAMETER)?;
         let ring = NonNull::new(rings.packets.as_ptr()).ok_or(NtStatus::INVALID_PARAMETER)?;
+        let flags = PacketFlags::new(ring, rings.packets.mask());
         Ok(Self {
             shared,
-            inner: Arc::new(TxShared { flags: PacketFlags { ring }, in_flight: AtomicU32::new(0) }),
+            inner: Arc::new(TxShared { flags, in_flight: AtomicU32::new(0) }),
             rings: SpinLock::new(TxRings { rings, virtual_address }),
             cancelled: AtomicBool::new(false),
         })
@@ -742,7 +770,9 @@ impl<O: Os, P: Peers<KeyOf<O>>> PacketQueue for TxQueue<O, P> {
 
     fn advance(&self) {
         let shared = &*self.shared;
-        shared.tx_notify.progress.store(false, Ordering::SeqCst);
+        // A swap: if it reads a completion's progress, it synchronises with
+        // it, and the drain below sees that completion's Scratch bit.
+        shared.tx_notify.progress.swap(false, Ordering::AcqRel);
         let link = shared.current_link();
         let transport = link.as_ref().and_then(|l| l.transport());
         let mut r = self.rings.lock();
@@ -775,7 +805,7 @@ impl<O: Os, P: Peers<KeyOf<O>>> PacketQueue for TxQueue<O, P> {
     }
 
     fn stop(&self) {
-        self.shared.tx_notify.armed.store(false, Ordering::SeqCst);
+        self.shared.tx_notify.armed.swap(false, Ordering::AcqRel);
     }
 }
 

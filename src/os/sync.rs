@@ -4,9 +4,21 @@
 //!
 //! On the host it is a `std` mutex: same contract (short critical sections,
 //! never held across a call that can re-enter the lock), and the form that
-//! loom and miri understand.
+//! miri understands. Under `cfg(loom)` it is loom's mutex, and [`atomic`]
+//! is loom's atomics, so the loom models (`datapath::loom_models`) explore
+//! every interleaving of the real data-path code around them.
 
 use core::ops::{Deref, DerefMut};
+
+/// The atomics of the cross-CPU hand-offs (reference counts, one-shot
+/// notification flags, the TX completion bit): `core`'s, or loom's under
+/// `cfg(loom)`. Plain counters stay on `core` atomics.
+pub mod atomic {
+    #[cfg(not(all(loom, test)))]
+    pub use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
+    #[cfg(all(loom, test))]
+    pub use loom::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
+}
 
 /// Mutual exclusion for `T`; critical sections must be short and must not
 /// call back into code that takes the same lock.
@@ -20,7 +32,14 @@ pub struct SpinLockGuard<'a, T> {
 }
 
 impl<T> SpinLock<T> {
+    #[cfg(not(all(loom, test)))]
     pub const fn new(value: T) -> Self {
+        Self { inner: imp::Lock::new(value) }
+    }
+
+    /// Loom's mutex cannot be made in a const context.
+    #[cfg(all(loom, test))]
+    pub fn new(value: T) -> Self {
         Self { inner: imp::Lock::new(value) }
     }
 
@@ -48,7 +67,7 @@ impl<T> DerefMut for SpinLockGuard<'_, T> {
     }
 }
 
-#[cfg(not(windows))]
+#[cfg(all(not(windows), not(all(loom, test))))]
 mod imp {
     extern crate std;
 
@@ -63,6 +82,26 @@ mod imp {
         pub fn lock(&self) -> Guard<'_, T> {
             // A panic while holding the lock already fails the test that
             // caused it; the protected state is still the best we have.
+            self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        }
+
+        pub fn get_mut(&mut self) -> &mut T {
+            self.0.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner())
+        }
+    }
+}
+
+#[cfg(all(not(windows), loom, test))]
+mod imp {
+    pub struct Lock<T>(loom::sync::Mutex<T>);
+    pub type Guard<'a, T> = loom::sync::MutexGuard<'a, T>;
+
+    impl<T> Lock<T> {
+        pub fn new(value: T) -> Self {
+            Self(loom::sync::Mutex::new(value))
+        }
+
+        pub fn lock(&self) -> Guard<'_, T> {
             self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
         }
 

@@ -72,6 +72,43 @@ impl Block {
         unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().add(offset), data.len()) };
     }
 
+    /// Whether bytes `[offset, offset + expected.len())` equal `expected`.
+    pub(crate) fn holds(&self, offset: usize, expected: &[u8]) -> bool {
+        self.check(offset, expected.len());
+        // SAFETY: in bounds (checked). As for `read`: the model compares
+        // only bytes the OS owns; a driver writing them meanwhile is the
+        // violation being detected, and the model's own writes happen on
+        // this thread.
+        let now = unsafe { core::slice::from_raw_parts(self.ptr.as_ptr().add(offset), expected.len()) };
+        now == expected
+    }
+
+    /// Whether every byte of the block is `byte`.
+    pub(crate) fn all(&self, byte: u8) -> bool {
+        self.all_in(0, self.len(), byte)
+    }
+
+    /// Whether bytes `[offset, offset + len)` are all `byte`.
+    pub(crate) fn all_in(&self, offset: usize, len: usize, byte: u8) -> bool {
+        self.check(offset, len);
+        // SAFETY: in bounds (checked); as for `holds`, bytes the OS owns.
+        let now = unsafe { core::slice::from_raw_parts(self.ptr.as_ptr().add(offset), len) };
+        let word = u64::from_ne_bytes([byte; 8]);
+        let mut words = now.chunks_exact(8);
+        let whole =
+            words.by_ref().fold(0u64, |acc, w| acc | (u64::from_ne_bytes(w.try_into().unwrap_or([0; 8])) ^ word));
+        whole == 0 && words.remainder().iter().all(|&b| b == byte)
+    }
+
+    /// [`Block::holds`] for the few bytes of stride padding: a plain loop,
+    /// no library call per element.
+    pub(crate) fn holds_few(&self, offset: usize, expected: &[u8]) -> bool {
+        self.check(offset, expected.len());
+        // SAFETY: as for `holds`.
+        let now = unsafe { core::slice::from_raw_parts(self.ptr.as_ptr().add(offset), expected.len()) };
+        now.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    }
+
     pub(crate) fn fill(&self, offset: usize, len: usize, byte: u8) {
         self.check(offset, len);
         // SAFETY: in bounds (checked); as for `write`, memory the OS owns.
@@ -105,18 +142,23 @@ impl Drop for Block {
 /// indicating a fragment with this VirtualAddress and Capacity (datapath
 /// facts: the memory stays mapped while the ReturnContext is outstanding),
 /// and the verifier found it in no released range.
-pub(crate) unsafe fn read_foreign(addr: *const u8, len: usize) -> Vec<u8> {
-    let mut out = std::vec![0u8; len];
-    // SAFETY: caller's contract; `out` is a fresh buffer of `len` bytes.
-    unsafe { core::ptr::copy_nonoverlapping(addr, out.as_mut_ptr(), len) };
-    out
+pub(crate) unsafe fn read_foreign_into(addr: *const u8, len: usize, out: &mut Vec<u8>) {
+    out.reserve(len);
+    let at = out.len();
+    // SAFETY: caller's contract for the source; `out` has room for `len`
+    // more bytes (reserved), which are initialised by the copy before the
+    // length covers them.
+    unsafe {
+        core::ptr::copy_nonoverlapping(addr, out.as_mut_ptr().add(at), len);
+        out.set_len(at + len);
+    }
 }
 
 /// The `len` bytes at a driver-supplied address, borrowed for as long as
 /// NetAdapterCx's upper layer reads an indicated fragment in place.
 ///
 /// # Safety
-/// As for [`read_foreign`], for all of `'a`: the fragment's ReturnContext
+/// As for [`read_foreign_into`], for all of `'a`: the fragment's ReturnContext
 /// stays outstanding (so the driver neither writes nor frees the memory)
 /// until the borrow ends.
 pub(crate) unsafe fn foreign_slice<'a>(addr: *const u8, len: usize) -> &'a [u8] {
@@ -150,8 +192,10 @@ pub(crate) struct ElementArray {
     driver_header: Range<usize>,
     shadow: Vec<u8>,
     scratch: Vec<u8>,
-    /// The bytes [`ElementArray::check`] last read (kept to reuse).
-    image: Vec<u8>,
+    /// Damage found by the OS's own writes (each first compares what it
+    /// replaces), reported at the next [`ElementArray::check`]. At most
+    /// one entry per element and header byte between two checks.
+    pending: Vec<Damage>,
 }
 
 impl ElementArray {
@@ -181,7 +225,7 @@ impl ElementArray {
             driver_header,
             shadow,
             scratch: std::vec![0; stride],
-            image: Vec::new(),
+            pending: Vec::new(),
         };
         array.resync();
         array
@@ -221,8 +265,29 @@ impl ElementArray {
     pub(crate) fn write_element(&mut self, index: u32, data: &[u8]) {
         assert!(data.len() <= self.elem_size);
         let at = self.element_offset(index);
+        // The OS only writes elements the driver does not own: a driver
+        // write there since the last check would be erased unseen.
+        if !self.block.holds_few(at, &self.shadow[at..at + self.elem_size]) {
+            self.pending.push(Damage::Element(index & self.mask));
+        }
         self.block.write(at, data);
         self.shadow[at..at + data.len()].copy_from_slice(data);
+    }
+
+    /// Before the OS writes a header field: records driver writes to the
+    /// header that the OS write could erase.
+    pub(crate) fn guard_header(&mut self) {
+        for offset in 0..self.base {
+            if self.driver_header.contains(&offset) {
+                continue;
+            }
+            let mut byte = [0u8];
+            self.block.read(offset, &mut byte);
+            if byte[0] != self.shadow[offset] {
+                self.pending.push(Damage::Header(offset));
+                self.shadow[offset] = byte[0];
+            }
+        }
     }
 
     /// A header field the OS writes (EndIndex); the shadow follows.
@@ -245,65 +310,10 @@ impl ElementArray {
     /// `[begin, end)`, with the expected image. Changed bytes are reported
     /// and taken as the new image, so each write is reported once.
     pub(crate) fn check(&mut self, begin: u32, end: u32, out: &mut Vec<Damage>) {
+        out.append(&mut self.pending);
         if self.unchanged(begin, end) {
             return;
         }
-        self.find_damage(begin, end, out);
-    }
-
-    /// Whether every byte [`ElementArray::check`] looks at still matches
-    /// the image. Only those bytes are copied and compared, as few
-    /// contiguous runs: the header outside the driver's fields, the unowned
-    /// elements with their padding (at most two runs, the ring wrapping
-    /// once), the padding of each owned element (none when elements are
-    /// packed), and the tail. Only when something differs does the
-    /// element-by-element walk run, to say where.
-    fn unchanged(&mut self, begin: u32, end: u32) -> bool {
-        let count = self.mask as usize + 1;
-        let owned = range_count(self.mask, begin, end) as usize;
-        let (head, rest) =
-            (self.driver_header.start.min(self.base), self.driver_header.end.max(self.driver_header.start));
-        if !self.same(0..head) || (rest < self.base && !self.same(rest..self.base)) {
-            return false;
-        }
-        // [end, begin) in ring order: from `end` to the ring's end, then
-        // from its start.
-        let first = (end & self.mask) as usize;
-        let unowned = count - owned;
-        let wrapped = (first + unowned).saturating_sub(count);
-        for (start, n) in [(first, unowned - wrapped), (0, wrapped)] {
-            let at = self.base + start * self.stride;
-            if n > 0 && !self.same(at..at + n * self.stride) {
-                return false;
-            }
-        }
-        if self.stride > self.elem_size {
-            for index in IndexRange::new(self.mask, begin, end) {
-                let at = self.element_offset(index) + self.elem_size;
-                if !self.same(at..at + self.stride - self.elem_size) {
-                    return false;
-                }
-            }
-        }
-        let tail = self.base + self.stride * count;
-        tail >= self.block.len() || self.same(tail..self.block.len())
-    }
-
-    /// Whether bytes `r` of the block match the image (one copy, one
-    /// compare).
-    fn same(&mut self, r: Range<usize>) -> bool {
-        if r.is_empty() {
-            return true;
-        }
-        let mut now = core::mem::take(&mut self.image);
-        now.resize(r.len(), 0);
-        self.block.read(r.start, &mut now);
-        let same = now[..] == self.shadow[r];
-        self.image = now;
-        same
-    }
-
-    fn find_damage(&mut self, begin: u32, end: u32, out: &mut Vec<Damage>) {
         let owned = range_count(self.mask, begin, end);
         let mut header = std::vec![0u8; self.base];
         self.block.read(0, &mut header);
@@ -329,6 +339,52 @@ impl ElementArray {
                 self.shadow[tail..].copy_from_slice(&bytes);
             }
         }
+    }
+
+    /// The fast check, run before every callback and after it: whether
+    /// every byte the driver may not write still equals the image, compared
+    /// in as few runs as the layout allows (the header outside the driver's
+    /// fields, the elements the driver does not own with their padding, the
+    /// padding of those it owns, the tail). Anything found is then located
+    /// by the byte-exact walk of [`ElementArray::check`].
+    fn unchanged(&self, begin: u32, end: u32) -> bool {
+        let same = |from: usize, to: usize| from >= to || self.block.holds(from, &self.shadow[from..to]);
+        let header = same(0, self.driver_header.start.min(self.base))
+            && same(self.driver_header.end.max(self.driver_header.start).min(self.base), self.base);
+        if !header {
+            return false;
+        }
+        let count = self.mask as usize + 1;
+        let owned = range_count(self.mask, begin, end) as usize;
+        let first_owned = (begin & self.mask) as usize;
+        let elements = self.base + self.stride * count;
+        // The driver owns elements first_owned .. first_owned + owned (mod
+        // count); the others, padding included, lie in at most two runs.
+        let at = |i: usize| self.base + self.stride * i;
+        let stop = first_owned + owned;
+        let os_runs = if owned == 0 {
+            [(self.base, elements), (0, 0)]
+        } else if stop <= count {
+            [(self.base, at(first_owned)), (at(stop), elements)]
+        } else {
+            [(at(stop - count), at(first_owned)), (0, 0)]
+        };
+        if !os_runs.iter().all(|&(from, to)| same(from, to)) {
+            return false;
+        }
+        // Owned elements' padding is never the driver's.
+        if self.stride > self.elem_size {
+            let pad = self.stride - self.elem_size;
+            let mut intact = true;
+            for k in 0..owned {
+                let at = self.element_offset(begin.wrapping_add(k as u32)) + self.elem_size;
+                intact &= self.block.holds_few(at, &self.shadow[at..at + pad]);
+            }
+            if !intact {
+                return false;
+            }
+        }
+        same(elements, self.block.len())
     }
 
     fn compare(&mut self, at: usize, len: usize, damage: Damage, out: &mut Vec<Damage>) {
@@ -389,5 +445,39 @@ mod tests {
         a.block().write(64 + 8 * 7, &[2]);
         a.check(3, 3, &mut damage);
         assert_eq!(damage, [Damage::Element(7)]);
+    }
+
+    #[test]
+    fn an_os_write_over_a_driver_write_still_reports_it() {
+        let mut a = ElementArray::new(64 + 8 * 16, 64, 16, 12, 8, 48..64);
+        let mut damage = Vec::new();
+        a.check(0, 0, &mut damage);
+        // The driver writes element 6, which it does not own; the OS then
+        // hands element 6 out, overwriting it, before the next check.
+        a.block().write(64 + 16 * 6, &[9]);
+        a.write_element(6, &[0; 12]);
+        a.check(0, 0, &mut damage);
+        assert_eq!(damage, [Damage::Element(6)]);
+        // Header bytes the OS is about to rewrite are compared first too.
+        a.block().write(4, &[7]);
+        a.guard_header();
+        a.check(0, 0, &mut damage);
+        assert_eq!(damage, [Damage::Element(6), Damage::Header(4)]);
+    }
+
+    #[test]
+    fn the_fast_check_sees_padding_of_owned_elements_and_wrapped_ranges() {
+        let mut a = ElementArray::new(64 + 8 * 16, 64, 16, 12, 8, 48..64);
+        let mut damage = Vec::new();
+        // Owned [6, 10) wraps: elements 6, 7, 0, 1. Their bytes are the
+        // driver's; their padding and every other element are not.
+        a.block().write(64 + 16 * 7, &[1]);
+        a.block().write(64 + 16, &[1]);
+        a.check(6, 10, &mut damage);
+        assert!(damage.is_empty(), "{damage:?}");
+        a.block().write(64 + 16 + 12, &[1]);
+        a.block().write(64 + 16 * 2, &[1]);
+        a.check(6, 10, &mut damage);
+        assert_eq!(damage, [Damage::Padding(1), Damage::Element(2)]);
     }
 }

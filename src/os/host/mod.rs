@@ -17,5 +17,5 @@ pub mod os;
 #[cfg(target_os = "linux")]
 pub mod tunnel;
 pub mod verifier;
-pub mod wake;
+mod wake;
 pub mod wsk;

@@ -11,10 +11,12 @@
 //!
 //! # How writes the driver must not make are found
 //! Every ring and extension array has a shadow: what the OS last wrote
-//! there. Before and after each callback into the driver, every byte the
-//! driver did not own (elements outside `[BeginIndex, EndIndex)`, stride
-//! padding, header fields other than BeginIndex/NextIndex/Scratch) is
-//! compared with the shadow. Elements the driver gives back (BeginIndex
+//! there. After each callback into the driver (after each run of
+//! ReturnRxBuffer calls), every byte the driver did not own (elements
+//! outside `[BeginIndex, EndIndex)`, stride padding, header fields other
+//! than BeginIndex/NextIndex/Scratch) is compared with the shadow; that also
+//! finds writes made between callbacks, because each OS write first compares
+//! the element or header bytes it replaces, so none is erased unseen. Elements the driver gives back (BeginIndex
 //! moved) become the shadow as they are. TX payload memory is compared with
 //! its image at completion, then poisoned and kept a while to catch late
 //! writes. The driver's own threads may write elements it owns at any time;
@@ -36,14 +38,14 @@ use core::time::Duration;
 use std::boxed::Box;
 use std::collections::VecDeque;
 use std::string::String;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use super::wake::Wake;
+use super::wake::Wakeup;
 use std::thread::{self, JoinHandle};
 use std::time::Instant;
 use std::vec::Vec;
 
-use super::memory::{Block, Damage, ElementArray, foreign_slice, read_foreign};
+use super::memory::{Block, Damage, ElementArray, foreign_slice, read_foreign_into};
 use super::verifier::{LoanKind, QueueKind, Rule, Verifier};
 use crate::netcx::extension::{NetExtension, NetPacketChecksum};
 use crate::netcx::fragment::{MAX_LENGTH, MAX_OFFSET, NetFragment};
@@ -72,6 +74,10 @@ const FRAGMENT_SCRATCH: u64 = 1 << 62;
 /// Completed TX payload blocks kept poisoned, to catch writes after
 /// completion. A model choice: enough to span a few ring generations.
 const TX_QUARANTINE: usize = 64;
+/// TX payload blocks that passed quarantine kept for reuse instead of
+/// freed (a long run would otherwise allocate per packet). A model choice:
+/// a few rings' worth.
+const TX_BLOCK_POOL: usize = 256;
 /// Poison of completed TX payload memory.
 const TX_POISON: u8 = 0xDD;
 /// Filler of the bytes before a TX fragment's Offset and of the backfill.
@@ -163,7 +169,33 @@ pub struct ModelConfig {
     /// Advances the driver may hold TX fragments but no TX packet before
     /// the stall is reported.
     pub tx_stall_advances: u32,
+    /// What the model keeps of the traffic for the test to inspect.
+    pub record: Record,
 }
+
+/// What the upper layer and the protocol keep of the traffic. Every check
+/// runs in both modes; only the test's copy of the data differs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Record {
+    /// Every delivered RX packet and completed TX packet, in
+    /// [`HostNetAdapter::delivered`] and [`HostNetAdapter::completed`].
+    #[default]
+    Everything,
+    /// Counts only (long runs, benchmarks): delivered bytes go to the sink
+    /// ([`HostNetAdapter::on_deliver`]) and are dropped, completed payloads
+    /// are reused by the generator ([`HostNetAdapter::generate`]).
+    Counts,
+}
+
+/// The upper layer's look at each delivered RX packet (its bytes, all
+/// fragments concatenated), on the RX poll thread.
+pub type RxSink = Box<dyn Fn(&[u8]) + Send + Sync>;
+
+/// The protocol making TX packets on demand, on the TX poll thread, when the
+/// queue of [`HostNetAdapter::send`] is empty and the rings have room: gets
+/// the packet's id and a payload buffer to fill (cleared), returns how many
+/// fragments to post it in, or `None` to send nothing now.
+pub type TxGenerator = Box<dyn FnMut(u64, &mut Vec<u8>) -> Option<u16> + Send>;
 
 impl Default for ModelConfig {
     fn default() -> Self {
@@ -180,6 +212,7 @@ impl Default for ModelConfig {
             upper_layer_timeout: Duration::from_secs(2),
             stop_timeout: Duration::from_secs(5),
             tx_stall_advances: 8,
+            record: Record::Everything,
         }
     }
 }
@@ -315,7 +348,7 @@ struct SignalState {
 #[derive(Default)]
 struct Signal {
     state: Mutex<SignalState>,
-    cv: Wake,
+    cv: Wakeup,
 }
 
 impl Signal {
@@ -361,13 +394,13 @@ impl Signal {
                 return;
             }
             match deadline {
-                None => s = self.cv.wait(s),
+                None => s = self.cv.wait(s).unwrap_or_else(|p| p.into_inner()),
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
                         return;
                     }
-                    s = self.cv.wait_timeout(s, d - now).0;
+                    s = self.cv.wait_timeout(s, d - now).unwrap_or_else(|p| p.into_inner()).0;
                 }
             }
         }
@@ -453,6 +486,7 @@ impl RingMemory {
     /// Hands elements up to `end` to the driver: Release, after the
     /// elements were written.
     fn set_end(&mut self, end: u32) {
+        self.array.guard_header();
         self.array.block().atomic_u32(END_INDEX_OFFSET).store(end, Ordering::Release);
         self.array.note_header_write(END_INDEX_OFFSET, &end.to_le_bytes());
     }
@@ -547,11 +581,40 @@ struct Core {
     /// An index went wrong: nothing the driver does on this queue can be
     /// interpreted any more, so no more callbacks are made.
     failed: bool,
+    /// Inside a run of ReturnRxBuffer calls: the memory check around each
+    /// is left to one check after the run ([`Core::end_returns`]).
+    in_returns: bool,
 }
 
 impl Core {
     fn new(kind: QueueKind, mem: QueueMemory, verifier: Arc<Verifier>) -> Self {
-        Self { kind, mem, packets: Owned::default(), fragments: Owned::default(), verifier, failed: false }
+        Self {
+            kind,
+            mem,
+            packets: Owned::default(),
+            fragments: Owned::default(),
+            verifier,
+            failed: false,
+            in_returns: false,
+        }
+    }
+
+    /// A run of ReturnRxBuffer calls (the upper layer giving back what is
+    /// due) starts. Between two of them the model writes no ring memory, and
+    /// an element the driver did not own cannot be handed back (adopted), so
+    /// a write where the driver owned nothing stays in memory until the
+    /// check at [`Core::end_returns`], which runs before the model writes
+    /// anything again: every such write is still found, reported against
+    /// the run instead of one call. Index checks stay per call.
+    fn begin_returns(&mut self) {
+        self.in_returns = true;
+    }
+
+    fn end_returns(&mut self, calls: usize) {
+        self.in_returns = false;
+        if calls > 0 && !self.failed {
+            self.check_memory(&std::format!("before or during a run of {calls} ReturnRxBuffer calls"));
+        }
     }
 
     fn report(&self, rule: Rule, message: String) {
@@ -659,13 +722,19 @@ impl Core {
                 ),
             );
         }
-        self.check_memory(&std::format!("before {cb:?} (between callbacks)"));
+        // No memory check before the callback: nothing the model wrote since
+        // the last one was written over a driver's write unseen (the
+        // element and header writes check what they replace), so the check
+        // after the callback finds whatever was written in between too,
+        // against the same ownership.
         f();
         let (p1, f1) = (self.mem.packets.begin(), self.mem.fragments.begin());
         let (pm, fm) = (self.packet_mask(), self.fragment_mask());
         let ok_p = self.check_begin("packet", self.packets, p1, pm, cb);
         let ok_f = self.check_begin("fragment", self.fragments, f1, fm, cb);
-        self.check_memory(&std::format!("during {cb:?}"));
+        if !self.in_returns {
+            self.check_memory(&std::format!("before or during {cb:?}"));
+        }
         if !(ok_p && ok_f) {
             self.failed = true;
             return None;
@@ -730,19 +799,33 @@ fn poisoned_rx_fragment() -> u64 {
     f.bits()
 }
 
+/// Packets seen so far: all of them ([`Record::Everything`]) or a count.
+struct Seen<T> {
+    items: Vec<T>,
+    count: usize,
+}
+
+impl<T> Default for Seen<T> {
+    fn default() -> Self {
+        Self { items: Vec::new(), count: 0 }
+    }
+}
+
 /// State shared by the adapter's test-facing handle and its poll threads.
 #[derive(Default)]
 struct Shared {
-    delivered: Mutex<Vec<DeliveredPacket>>,
-    delivered_cv: Condvar,
-    completed: Mutex<Vec<CompletedTx>>,
-    completed_cv: Condvar,
+    delivered: Mutex<Seen<DeliveredPacket>>,
+    delivered_cv: Wakeup,
+    completed: Mutex<Seen<CompletedTx>>,
+    completed_cv: Wakeup,
     source: Mutex<VecDeque<(u64, TxPacket)>>,
     /// Signalled when the TX poll thread takes packets from the source.
-    source_cv: Wake,
+    source_cv: Wakeup,
     next_tx_id: AtomicU64,
     stats: Mutex<Stats>,
     upper: Option<Arc<dyn UpperLayer>>,
+    sink: OnceLock<RxSink>,
+    generator: Mutex<Option<TxGenerator>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -774,12 +857,15 @@ struct RxRunner<D: AdapterDatapath> {
     held: VecDeque<Held>,
     held_fragments: u32,
     cancelled: bool,
-    /// Context lists of returned packets, for reuse.
-    spare: Vec<Vec<usize>>,
-    /// The contexts one [`RxRunner::return_due`] gives back (reused).
+    /// Reused per packet: context lists of returned packets, the packets
+    /// due for return, the contexts one [`RxRunner::return_due`] gives
+    /// back, the bytes of the packet being delivered, and its fragments
+    /// (address and length of each, valid while its contexts are
+    /// outstanding).
+    spare_contexts: Vec<Vec<usize>>,
+    due: Vec<Held>,
     returning: Vec<usize>,
-    /// The fragments of the packet being translated: address and length
-    /// of each, valid while its contexts are outstanding (reused).
+    bytes: Vec<u8>,
     pieces: Vec<(usize, usize)>,
     /// Counters of the current callback, added to [`Stats`] once per
     /// callback rather than once per packet.
@@ -829,23 +915,25 @@ impl<D: AdapterDatapath> RxRunner<D> {
     }
 
     /// EvtAdapterReturnRxBuffer once per context, back to back (as
-    /// NetAdapterCx returns a batch the upper layer gave back): the ring
-    /// checks run before the first and after the last, so a write made
-    /// during any of them is found, if not which one made it.
+    /// NetAdapterCx returns a batch the upper layer gave back): the loans
+    /// come back under one verifier lock, the index checks run after each
+    /// call, the ring memory check after the last (see
+    /// [`Core::begin_returns`]), so a write made during any of them is
+    /// found, if not which one made it.
     fn return_buffers(&mut self, contexts: &[usize]) {
         if contexts.is_empty() {
             return;
         }
         self.core.verifier.give_back_all(QueueKind::Rx, LoanKind::RxReturnContext, contexts);
-        let datapath = &self.datapath;
-        let returned = self.core.invoke(Callback::ReturnRxBuffer, || {
-            for &context in contexts {
-                datapath.return_rx_buffer(context);
-            }
-        });
+        self.core.begin_returns();
+        for &context in contexts {
+            let datapath = &self.datapath;
+            let returned = self.core.invoke(Callback::ReturnRxBuffer, || datapath.return_rx_buffer(context));
+            self.consume(returned);
+        }
+        self.core.end_returns(contexts.len());
         let n = contexts.len() as u64;
         self.shared.stats(|s| s.rx_fragments_returned += n);
-        self.consume(returned);
     }
 
     /// Hands the driver every packet element and as many fragment elements
@@ -941,9 +1029,14 @@ impl<D: AdapterDatapath> RxRunner<D> {
     /// One indicated packet whose fragments are in range.
     fn translate(&mut self, index: u32, b: [u8; PACKET_SIZE], first: u32, count: u16) {
         let fm = self.core.fragment_mask();
-        let mut contexts = self.spare.pop().unwrap_or_default();
+        let mut contexts = self.spare_contexts.pop().unwrap_or_default();
         contexts.clear();
         self.pieces.clear();
+        let mut bytes = core::mem::take(&mut self.bytes);
+        bytes.clear();
+        // Counting only, one fragment, no upper layer: the sink reads it
+        // where it is.
+        let in_place = self.shared.upper.is_none() && self.config.record == Record::Counts && count == 1;
         let mut problem: Option<(Rule, String)> = None;
         for k in 0..count {
             let fi = advance_index(fm, first, u32::from(k));
@@ -1018,87 +1111,105 @@ impl<D: AdapterDatapath> RxRunner<D> {
             self.pending.invalid += 1;
         } else {
             self.pending.bytes += self.pieces.iter().map(|&(_, len)| len as u64).sum::<u64>();
-            match &self.shared.upper {
-                Some(upper) => {
+            if let Some(upper) = &self.shared.upper {
+                let n = self.pieces.len();
+                if n <= DELIVER_FRAGMENTS_MAX {
                     let mut slices: [&[u8]; DELIVER_FRAGMENTS_MAX] = [&[]; DELIVER_FRAGMENTS_MAX];
-                    let n = self.pieces.len();
-                    if n <= DELIVER_FRAGMENTS_MAX {
-                        for (slot, &(addr, len)) in slices.iter_mut().zip(&self.pieces) {
-                            // SAFETY: an indicated fragment in range (checked
-                            // above: written, mapped for Capacity, not in
-                            // released memory); its ReturnContext was just
-                            // lent and goes back only after `deliver`
-                            // returns, so the driver keeps it alive and
-                            // unwritten for the borrow.
-                            *slot = unsafe { foreign_slice(addr as *const u8, len) };
-                        }
-                        upper.deliver(&slices[..n]);
-                    } else {
-                        // More pieces than the stack takes in place: one copy.
-                        let bytes = self.copy_pieces();
-                        upper.deliver(&[&bytes]);
+                    for (slot, &(addr, len)) in slices.iter_mut().zip(&self.pieces) {
+                        // SAFETY: an indicated fragment in range (checked
+                        // above: written, mapped for Capacity, not in
+                        // released memory); its ReturnContext was just
+                        // lent and goes back only after `deliver`
+                        // returns, so the driver keeps it alive and
+                        // unwritten for the borrow.
+                        *slot = unsafe { foreign_slice(addr as *const u8, len) };
                     }
+                    upper.deliver(&slices[..n]);
+                } else {
+                    // More pieces than the stack takes in place: one copy.
+                    self.copy_pieces(&mut bytes);
+                    upper.deliver(&[&bytes]);
                 }
-                None => {
-                    let bytes = self.copy_pieces();
-                    let checksum = self.core.mem.checksum.as_ref().map(|cs| {
-                        let mut c = [0u8; 1];
-                        cs.read_element(index, &mut c);
-                        NetPacketChecksum::from_bits(c[0])
-                    });
+            } else {
+                let checksum = self.core.mem.checksum.as_ref().map(|cs| {
+                    let mut c = [0u8; 1];
+                    cs.read_element(index, &mut c);
+                    NetPacketChecksum::from_bits(c[0])
+                });
+                let view: &[u8] = match self.pieces.first() {
+                    Some(&(addr, len)) if in_place => {
+                        // SAFETY: the fragment checked above (mapped for
+                        // Capacity bytes while its ReturnContext is
+                        // outstanding, which it is until the upper layer
+                        // returns it after this; Offset + ValidLength ≤
+                        // Capacity; no released memory).
+                        unsafe { foreign_slice(addr as *const u8, len) }
+                    }
+                    _ => {
+                        self.copy_pieces(&mut bytes);
+                        &bytes
+                    }
+                };
+                if let Some(sink) = self.shared.sink.get() {
+                    sink(view);
+                }
+                let mut seen = lock(&self.shared.delivered);
+                seen.count += 1;
+                if self.config.record == Record::Everything {
                     let mut layout = [0u8; 5];
                     layout.copy_from_slice(&b[6..11]);
-                    let packet = DeliveredPacket {
-                        bytes,
-                        fragments: count,
-                        layout: NetPacketLayout::from_bytes(layout),
-                        checksum,
-                    };
-                    lock(&self.shared.delivered).push(packet);
-                    self.shared.delivered_cv.notify_all();
+                    let layout = NetPacketLayout::from_bytes(layout);
+                    seen.items.push(DeliveredPacket { bytes: bytes.clone(), fragments: count, layout, checksum });
                 }
+                drop(seen);
+                self.shared.delivered_cv.notify_all();
             }
         }
+        self.bytes = bytes;
         self.held_fragments += contexts.len() as u32;
         self.held.push_back(Held { contexts, due });
     }
 
-    /// The translated packet's bytes, copied out of the driver's buffers.
-    fn copy_pieces(&self) -> Vec<u8> {
-        let mut bytes = Vec::new();
+    /// The translated packet's bytes, copied out of the driver's buffers
+    /// into `bytes`.
+    fn copy_pieces(&self, bytes: &mut Vec<u8>) {
         for &(addr, len) in &self.pieces {
-            // SAFETY: as in `translate`: a checked fragment whose
-            // ReturnContext is outstanding.
-            bytes.extend_from_slice(&unsafe { read_foreign(addr as *const u8, len) });
+            // SAFETY: as in `translate`: a checked fragment (mapped for
+            // Capacity bytes, Offset + ValidLength ≤ Capacity, no released
+            // memory) whose ReturnContext is outstanding.
+            unsafe { read_foreign_into(addr as *const u8, len, bytes) };
         }
-        bytes
     }
 
     /// Returns held buffers that are due (all of them with `force`).
     fn return_due(&mut self, force: bool) -> bool {
         let released = self.signal.take_release();
+        if self.held.is_empty() {
+            return false;
+        }
         let now = Instant::now();
-        let mut returning = core::mem::take(&mut self.returning);
-        returning.clear();
-        let mut any = false;
-        let mut kept = 0;
-        for i in 0..self.held.len() {
-            let is_due = force || released || self.held[i].due.is_some_and(|d| d <= now);
-            if is_due {
-                any = true;
-                let mut contexts = core::mem::take(&mut self.held[i].contexts);
-                self.held_fragments -= contexts.len() as u32;
-                returning.extend_from_slice(&contexts);
-                if self.spare.len() < SPARE_CONTEXT_LISTS_MAX {
-                    contexts.clear();
-                    self.spare.push(contexts);
-                }
+        let mut due = core::mem::take(&mut self.due);
+        // In place, order kept: what is due moves to `due`, the rest stays.
+        for _ in 0..self.held.len() {
+            let Some(h) = self.held.pop_front() else { break };
+            if force || released || h.due.is_some_and(|d| d <= now) {
+                due.push(h);
             } else {
-                self.held.swap(kept, i);
-                kept += 1;
+                self.held.push_back(h);
             }
         }
-        self.held.truncate(kept);
+        let any = !due.is_empty();
+        let mut returning = core::mem::take(&mut self.returning);
+        returning.clear();
+        for mut h in due.drain(..) {
+            self.held_fragments -= h.contexts.len() as u32;
+            returning.extend_from_slice(&h.contexts);
+            if self.spare_contexts.len() < SPARE_CONTEXT_LISTS_MAX {
+                h.contexts.clear();
+                self.spare_contexts.push(h.contexts);
+            }
+        }
+        self.due = due;
         self.return_buffers(&returning);
         self.returning = returning;
         any
@@ -1235,21 +1346,46 @@ trait Draining {
 }
 
 /// One posted TX fragment's memory: what it held at post, and which bytes
-/// (the backfill) the driver may write. The fragment is the block's first
-/// `len` bytes (its Capacity); pooled blocks are larger.
+/// (the backfill) the driver may write.
+/// Besides the backfill, the block holds [`TX_LEAD_FILL`] around `data`,
+/// and `data` holds the packet payload's bytes `source`: the image it is
+/// compared with at completion, without a copy of its own.
 struct TxBuffer {
     block: Block,
-    len: usize,
-    image: Vec<u8>,
     writable: core::ops::Range<usize>,
+    data: core::ops::Range<usize>,
+    source: core::ops::Range<usize>,
 }
 
-/// Size of the TX blocks the model reuses: any fragment of a frame up to
-/// 1500 bytes with the largest first-fragment offset (1023) and a backfill.
-const TX_POOLED_BLOCK: usize = 4096;
+impl TxBuffer {
+    /// Whether every byte but the backfill still is what the OS posted.
+    fn intact(&self, payload: &[u8]) -> bool {
+        let Some(posted) = payload.get(self.source.clone()) else { return false };
+        let (b, w, d) = (&self.block, &self.writable, &self.data);
+        b.all_in(0, w.start, TX_LEAD_FILL)
+            && b.all_in(w.end, d.start - w.end, TX_LEAD_FILL)
+            && b.holds(d.start, posted)
+            && b.all_in(d.end, b.len() - d.end, TX_LEAD_FILL)
+    }
 
-/// Blocks kept for reuse (after their quarantine check) at most.
-const TX_POOLED_BLOCKS_MAX: usize = 1024;
+    /// The first byte (outside the backfill) that differs from what the OS
+    /// posted.
+    fn first_change(&self, payload: &[u8], current: &mut Vec<u8>) -> usize {
+        current.resize(self.block.len(), 0);
+        self.block.read(0, current);
+        let posted = payload.get(self.source.clone()).unwrap_or(&[]);
+        (0..current.len())
+            .find(|&i| {
+                let expected = match i {
+                    _ if self.writable.contains(&i) => return false,
+                    _ if self.data.contains(&i) => posted.get(i - self.data.start).copied().unwrap_or(!current[i]),
+                    _ => TX_LEAD_FILL,
+                };
+                current[i] != expected
+            })
+            .unwrap_or(0)
+    }
+}
 
 /// A TX packet the driver owns.
 struct PostedTx {
@@ -1279,14 +1415,16 @@ struct TxRunner<Q: PacketQueue> {
     posted: VecDeque<PostedTx>,
     expected: Vec<Option<ExpectedFragment>>,
     quarantine: VecDeque<TxBuffer>,
-    /// Checked blocks (and image buffers) for reuse: no allocation per
-    /// packet.
-    pool: Vec<TxBuffer>,
-    /// Completion-time copies of a fragment (reused).
-    scratch: Vec<u8>,
     stall_advances: u32,
     stall_reported: bool,
     cancelled: bool,
+    /// Reused instead of allocated per packet: payload blocks that passed
+    /// quarantine, fragment lists, generator payloads ([`Record::Counts`]),
+    /// and the buffer completed memory is read into.
+    free_blocks: Vec<TxBuffer>,
+    spare_lists: Vec<Vec<TxBuffer>>,
+    spare_payloads: Vec<Vec<u8>>,
+    scratch: Vec<u8>,
 }
 
 fn infer_layout(payload: &[u8]) -> NetPacketLayout {
@@ -1304,16 +1442,6 @@ fn infer_layout(payload: &[u8]) -> NetPacketLayout {
         _ => {}
     }
     layout
-}
-
-/// The first byte outside `writable` where `now` differs from `image`
-/// (equal lengths): slice compares first, the byte walk only to say where.
-fn first_change(now: &[u8], image: &[u8], writable: &core::ops::Range<usize>) -> Option<usize> {
-    let (w0, w1) = (writable.start.min(now.len()), writable.end.clamp(writable.start.min(now.len()), now.len()));
-    if now[..w0] == image[..w0] && now[w1..] == image[w1..] {
-        return None;
-    }
-    (0..now.len()).find(|&i| !writable.contains(&i) && now[i] != image[i])
 }
 
 /// The first byte of `bytes` that is not `fill`.
@@ -1385,11 +1513,19 @@ impl<Q: PacketQueue> TxRunner<Q> {
                 let mut source = lock(&self.shared.source);
                 match source.front() {
                     Some((_, p)) if self.fragments_needed(p) <= free_fragments => source.pop_front(),
-                    _ => None,
+                    Some(_) => break,
+                    None => None,
                 }
             };
-            let Some((id, packet)) = next else { break };
-            self.shared.source_cv.notify_all();
+            if next.is_some() {
+                self.shared.source_cv.notify_all();
+            }
+            let Some((id, packet)) = next.or_else(|| self.generate()) else { break };
+            if self.fragments_needed(&packet) > free_fragments {
+                // Generated but too many fragments for now: first in line.
+                lock(&self.shared.source).push_front((id, packet));
+                break;
+            }
             if !packet.ignore && packet.payload.len() > self.config.maximum_frame_size as usize {
                 self.shared.stats(|s| s.tx_dropped_oversize += 1);
                 continue;
@@ -1407,11 +1543,37 @@ impl<Q: PacketQueue> TxRunner<Q> {
         posted
     }
 
+    /// The protocol's next packet from the generator, if there is one.
+    fn generate(&mut self) -> Option<(u64, TxPacket)> {
+        let mut generator = lock(&self.shared.generator);
+        let generate = generator.as_mut()?;
+        let mut payload = self.spare_payloads.pop().unwrap_or_default();
+        payload.clear();
+        let id = self.shared.next_tx_id.fetch_add(1, Ordering::Relaxed);
+        match generate(id, &mut payload) {
+            Some(fragments) => Some((id, TxPacket::new(payload).split(fragments))),
+            None => {
+                self.spare_payloads.push(payload);
+                None
+            }
+        }
+    }
+
+    /// A payload block of `len` bytes: one that passed quarantine, or new.
+    /// Its bytes are all rewritten by the caller.
+    fn take_block(&mut self, len: usize) -> Block {
+        match self.free_blocks.iter().rposition(|b| b.block.len() == len.max(1)) {
+            Some(i) => self.free_blocks.swap_remove(i).block,
+            None => Block::new(len, TX_LEAD_FILL),
+        }
+    }
+
     fn write_packet(&mut self, id: u64, packet: TxPacket) {
         let (pm, fm) = (self.core.packet_mask(), self.core.fragment_mask());
         let count = self.fragments_needed(&packet);
         let first = self.core.fragments.end;
-        let mut buffers = Vec::with_capacity(count as usize);
+        let mut buffers = self.spare_lists.pop().unwrap_or_default();
+        let mut source = 0;
         for k in 0..count as usize {
             let chunk = piece(&packet.payload, count as usize, k);
             let (lead, backfill) = if k == 0 {
@@ -1419,19 +1581,12 @@ impl<Q: PacketQueue> TxRunner<Q> {
             } else {
                 (0, 0)
             };
-            let len = lead + backfill + chunk.len();
-            let (block, mut image) = match self.pool.pop() {
-                Some(b) if len <= b.block.len() => (b.block, b.image),
-                _ => (Block::new(len.max(TX_POOLED_BLOCK), TX_LEAD_FILL), Vec::new()),
-            };
+            let used = lead + backfill + chunk.len();
+            let block = self.take_block(used);
             block.fill(0, lead, TX_LEAD_FILL);
+            block.fill(used, block.len() - used, TX_LEAD_FILL);
             block.fill(lead, backfill, TX_BACKFILL_FILL);
             block.write(lead + backfill, chunk);
-            // What the block now holds, built from the same sources.
-            image.clear();
-            image.resize(lead, TX_LEAD_FILL);
-            image.resize(lead + backfill, TX_BACKFILL_FILL);
-            image.extend_from_slice(chunk);
             let mut f = NetFragment::default();
             f.set_valid_length((backfill + chunk.len()) as u32).expect("TX fragment length");
             f.set_capacity((lead + backfill + chunk.len()) as u32).expect("TX fragment capacity");
@@ -1441,7 +1596,13 @@ impl<Q: PacketQueue> TxRunner<Q> {
             self.core.mem.fragments.array.write_element(fi, &f.bits().to_le_bytes());
             self.core.mem.virtual_address.write_element(fi, &va.to_le_bytes());
             self.expected[fi as usize] = Some(ExpectedFragment { packet_id: id, bits: f.bits(), virtual_address: va });
-            buffers.push(TxBuffer { block, len, image, writable: lead..lead + backfill });
+            buffers.push(TxBuffer {
+                block,
+                writable: lead..lead + backfill,
+                data: lead + backfill..used,
+                source: source..source + chunk.len(),
+            });
+            source += chunk.len();
         }
         self.core.fragments.end = advance_index(fm, first, count);
         let layout = packet.layout.unwrap_or_else(|| infer_layout(&packet.payload));
@@ -1516,58 +1677,64 @@ impl<Q: PacketQueue> TxRunner<Q> {
                 ),
             );
         }
-        for (k, buffer) in posted.buffers.into_iter().enumerate() {
-            let mut current = core::mem::take(&mut self.scratch);
-            current.resize(buffer.len, 0);
-            buffer.block.read(0, &mut current);
-            let changed = first_change(&current, &buffer.image, &buffer.writable);
-            self.scratch = current;
-            if let Some(at) = changed {
+        let mut buffers = posted.buffers;
+        for (k, buffer) in buffers.drain(..).enumerate() {
+            if !buffer.intact(&posted.payload) {
+                let at = buffer.first_change(&posted.payload, &mut self.scratch);
                 self.core.report(
                     Rule::TxPayloadModified,
                     std::format!("packet id {} fragment {k}: OS-owned byte {at} changed before completion", posted.id),
                 );
             }
-            buffer.block.fill(0, buffer.len, TX_POISON);
+            buffer.block.fill(0, buffer.block.len(), TX_POISON);
             self.quarantine.push_back(buffer);
             if self.quarantine.len() > TX_QUARANTINE {
                 self.check_quarantined_front();
             }
         }
+        self.spare_lists.push(buffers);
         let len = posted.payload.len() as u64;
         self.shared.stats(|s| {
             s.tx_packets_completed += 1;
             s.tx_bytes_completed += len;
         });
         let completed = CompletedTx { id: posted.id, payload: posted.payload, ignored: posted.ignored };
-        match &self.shared.upper {
-            Some(upper) => upper.completed(completed),
-            None => {
-                lock(&self.shared.completed).push(completed);
-                self.shared.completed_cv.notify_all();
-            }
+        if let Some(upper) = &self.shared.upper {
+            upper.completed(completed);
+            return;
         }
+        let mut seen = lock(&self.shared.completed);
+        seen.count += 1;
+        if self.config.record == Record::Everything {
+            seen.items.push(completed);
+        } else if self.spare_payloads.len() < TX_BLOCK_POOL {
+            self.spare_payloads.push(completed.payload);
+        }
+        drop(seen);
+        self.shared.completed_cv.notify_all();
     }
 
-    /// The oldest completed buffer must still hold its poison; then it is
-    /// reused.
-    fn check_quarantined_front(&mut self) {
-        let Some(buffer) = self.quarantine.pop_front() else { return };
-        let mut current = core::mem::take(&mut self.scratch);
-        current.resize(buffer.len, 0);
-        buffer.block.read(0, &mut current);
-        if let Some(at) = first_not(&current, TX_POISON) {
-            self.core.report(
+    /// Whether `block` still holds only the poison it got at completion.
+    fn poison_intact(core: &Core, scratch: &mut Vec<u8>, block: &Block) {
+        if !block.all(TX_POISON) {
+            scratch.resize(block.len(), 0);
+            block.read(0, scratch);
+            let at = first_not(scratch, TX_POISON).unwrap_or(0);
+            core.report(
                 Rule::TxPayloadModified,
                 std::format!(
                     "completed TX buffer at {:#x}: byte {at} written after completion",
-                    buffer.block.as_ptr() as usize
+                    block.as_ptr() as usize
                 ),
             );
         }
-        self.scratch = current;
-        if buffer.block.len() == TX_POOLED_BLOCK && self.pool.len() < TX_POOLED_BLOCKS_MAX {
-            self.pool.push(buffer);
+    }
+
+    fn check_quarantined_front(&mut self) {
+        let Some(buffer) = self.quarantine.pop_front() else { return };
+        Self::poison_intact(&self.core, &mut self.scratch, &buffer.block);
+        if self.free_blocks.len() < TX_BLOCK_POOL {
+            self.free_blocks.push(buffer);
         }
     }
 
@@ -1627,27 +1794,13 @@ impl<Q: PacketQueue> TxRunner<Q> {
         }
         self.stop_sequence();
         self.signal.poke(|s| s.life = Life::Stopped);
-        let TxRunner { queue, mut core, quarantine, .. } = self;
+        let TxRunner { queue, mut core, quarantine, mut scratch, .. } = self;
         drop(queue);
         core.check_memory("after Stop");
-        Self::check_quarantine(&core, quarantine);
-        core
-    }
-
-    fn check_quarantine(core: &Core, quarantine: VecDeque<TxBuffer>) {
-        for TxBuffer { block, len, .. } in quarantine {
-            let mut current = std::vec![0u8; len];
-            block.read(0, &mut current);
-            if let Some(at) = first_not(&current, TX_POISON) {
-                core.report(
-                    Rule::TxPayloadModified,
-                    std::format!(
-                        "completed TX buffer at {:#x}: byte {at} written after completion",
-                        block.as_ptr() as usize
-                    ),
-                );
-            }
+        for buffer in quarantine {
+            Self::poison_intact(&core, &mut scratch, &buffer.block);
         }
+        core
     }
 
     fn stop_sequence(&mut self) {
@@ -1696,7 +1849,12 @@ impl PacketSource {
         let limit = limit.max(1);
         let mut source = lock(&self.shared.source);
         if source.len() >= limit {
-            source = self.shared.source_cv.wait_timeout_while(source, timeout, |s| s.len() >= limit).0;
+            source = self
+                .shared
+                .source_cv
+                .wait_timeout_while(source, timeout, |s| s.len() >= limit)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
         if source.len() >= limit {
             return Err(packet);
@@ -1805,8 +1963,10 @@ where
             held: VecDeque::new(),
             held_fragments: 0,
             cancelled: false,
-            spare: Vec::new(),
+            spare_contexts: Vec::new(),
+            due: Vec::new(),
             returning: Vec::new(),
+            bytes: Vec::new(),
             pieces: Vec::new(),
             pending: RxCounts::default(),
         };
@@ -1819,11 +1979,13 @@ where
             posted: VecDeque::new(),
             expected: std::vec![None; self.config.tx.fragments as usize],
             quarantine: VecDeque::new(),
-            pool: Vec::new(),
-            scratch: Vec::new(),
             stall_advances: 0,
             stall_reported: false,
             cancelled: false,
+            free_blocks: Vec::new(),
+            spare_lists: Vec::new(),
+            spare_payloads: Vec::new(),
+            scratch: Vec::new(),
         };
         let rx = thread::Builder::new().name("netcx-rx-poll".into()).spawn(move || rx.run()).expect("spawn RX poll");
         let tx = thread::Builder::new().name("netcx-tx-poll".into()).spawn(move || tx.run()).expect("spawn TX poll");
@@ -1869,9 +2031,37 @@ where
         PacketSource { shared: self.shared.clone(), notifier: self.notifier.clone() }
     }
 
-    /// RX packets the upper layer received so far.
+    /// The upper layer also hands every delivered RX packet's bytes to
+    /// `sink`, on the RX poll thread (one sink per adapter: false if one is
+    /// set already).
+    pub fn on_deliver(&self, sink: impl Fn(&[u8]) + Send + Sync + 'static) -> bool {
+        self.shared.sink.set(Box::new(sink)).is_ok()
+    }
+
+    /// The protocol makes packets with `generator` whenever the queue of
+    /// [`HostNetAdapter::send`] is empty and the TX rings have room
+    /// (replacing any earlier generator). Ids it is given are unique and
+    /// shared with `send`'s.
+    pub fn generate(&self, generator: impl FnMut(u64, &mut Vec<u8>) -> Option<u16> + Send + 'static) {
+        *lock(&self.shared.generator) = Some(Box::new(generator));
+        self.notifier.tx.poke(|s| s.work = true);
+    }
+
+    /// Stops the generator (packets it made and the TX queue still holds
+    /// are sent).
+    pub fn stop_generating(&self) {
+        lock(&self.shared.generator).take();
+    }
+
+    /// RX packets the upper layer received so far (none kept with
+    /// [`Record::Counts`]).
     pub fn delivered(&self) -> Vec<DeliveredPacket> {
-        lock(&self.shared.delivered).clone()
+        lock(&self.shared.delivered).items.clone()
+    }
+
+    /// How many RX packets the upper layer received so far.
+    pub fn delivered_count(&self) -> usize {
+        lock(&self.shared.delivered).count
     }
 
     /// Waits until at least `count` RX packets were delivered.
@@ -1880,14 +2070,20 @@ where
         let (guard, _) = self
             .shared
             .delivered_cv
-            .wait_timeout_while(guard, timeout, |d| d.len() < count)
+            .wait_timeout_while(guard, timeout, |d| d.count < count)
             .unwrap_or_else(|p| p.into_inner());
-        guard.len() >= count
+        guard.count >= count
     }
 
-    /// TX packets completed so far, in completion (ring) order.
+    /// TX packets completed so far, in completion (ring) order (none kept
+    /// with [`Record::Counts`]).
     pub fn completed(&self) -> Vec<CompletedTx> {
-        lock(&self.shared.completed).clone()
+        lock(&self.shared.completed).items.clone()
+    }
+
+    /// How many TX packets were completed so far.
+    pub fn completed_count(&self) -> usize {
+        lock(&self.shared.completed).count
     }
 
     /// Waits until at least `count` TX packets were completed.
@@ -1896,9 +2092,9 @@ where
         let (guard, _) = self
             .shared
             .completed_cv
-            .wait_timeout_while(guard, timeout, |d| d.len() < count)
+            .wait_timeout_while(guard, timeout, |d| d.count < count)
             .unwrap_or_else(|p| p.into_inner());
-        guard.len() >= count
+        guard.count >= count
     }
 
     /// The upper layer lets go of every RX buffer it holds now
@@ -2009,14 +2205,21 @@ mod tests {
 
     #[test]
     fn changes_outside_the_writable_bytes_are_found_at_their_offset() {
-        let image: Vec<u8> = (0..200).map(|i| i as u8).collect();
-        let mut now = image.clone();
-        assert_eq!(first_change(&now, &image, &(0..0)), None);
-        now[3] ^= 1;
-        assert_eq!(first_change(&now, &image, &(2..5)), None, "inside the backfill");
-        now[150] ^= 1;
-        assert_eq!(first_change(&now, &image, &(2..5)), Some(150));
-        assert_eq!(first_change(&now, &image, &(0..0)), Some(3));
+        // Lead 0..10, backfill 10..20 (the driver's), payload 20..120.
+        let payload: Vec<u8> = (0..100).map(|i| i as u8).collect();
+        let block = Block::new(120, TX_LEAD_FILL);
+        block.fill(10, 10, TX_BACKFILL_FILL);
+        block.write(20, &payload);
+        let buffer = TxBuffer { block, writable: 10..20, data: 20..120, source: 0..100 };
+        let mut scratch = Vec::new();
+        assert!(buffer.intact(&payload));
+        buffer.block.write(12, &[0]);
+        assert!(buffer.intact(&payload), "inside the backfill");
+        buffer.block.write(70, &[payload[50] ^ 1]);
+        assert!(!buffer.intact(&payload));
+        assert_eq!(buffer.first_change(&payload, &mut scratch), 70);
+        buffer.block.write(3, &[!TX_LEAD_FILL]);
+        assert_eq!(buffer.first_change(&payload, &mut scratch), 3);
         let mut poisoned = std::vec![TX_POISON; 200];
         assert_eq!(first_not(&poisoned, TX_POISON), None);
         poisoned[130] = 0;

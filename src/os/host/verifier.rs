@@ -9,8 +9,8 @@
 //! memory* (address ranges that nothing may point into any more).
 
 use core::fmt;
-use core::ops::{Bound, Range};
 use core::hash::{BuildHasherDefault, Hasher};
+use core::ops::Range;
 use std::collections::{BTreeMap, HashSet};
 use std::string::String;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -120,13 +120,40 @@ pub struct Leak {
     pub id: usize,
 }
 
+/// Loan ids are handles and addresses the model itself hands out, not
+/// attacker input: a multiply-xor hash instead of SipHash (two lookups per
+/// packet).
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64);
+    }
+}
+
+type Ids = BuildHasherDefault<IdHasher>;
+
 #[derive(Default)]
 struct State {
     violations: Vec<Violation>,
     unrecorded: u64,
-    outstanding: HashSet<(LoanKind, usize), LoanHash>,
-    ever_lent: HashSet<(LoanKind, usize), LoanHash>,
-    released: Released,
+    outstanding: HashSet<(LoanKind, usize), Ids>,
+    ever_lent: HashSet<(LoanKind, usize), Ids>,
+    /// Disjoint released ranges, start → end: every datagram indicated
+    /// and released goes through here, so lookups stay logarithmic.
+    released: BTreeMap<usize, usize>,
 }
 
 /// The shared record of violations, loans and released memory.
@@ -246,18 +273,29 @@ impl Verifier {
             return;
         }
         let mut s = self.lock();
-        s.released.subtract(&range);
-        s.released.0.insert(range.start, range.end);
+        subtract(&mut s.released, &range);
+        s.released.insert(range.start, range.end);
     }
 
     /// `range` is live memory again (reallocated, newly indicated).
     pub fn mark_live(&self, range: Range<usize>) {
-        self.lock().released.subtract(&range);
+        subtract(&mut self.lock().released, &range);
     }
 
     /// The first released range that `range` overlaps, if any.
     pub fn released_overlap(&self, range: Range<usize>) -> Option<Range<usize>> {
-        self.lock().released.overlapping(&range).next()
+        let s = self.lock();
+        if range.is_empty() {
+            // An empty fragment still points somewhere: into a range that
+            // strictly contains its position.
+            let around = s.released.range(..range.start).next_back().filter(|(_, end)| **end > range.start);
+            return around.map(|(&start, &end)| start..end);
+        }
+        // The range starting at or before `range` may reach into it; else
+        // the first one starting inside it.
+        let before = s.released.range(..=range.start).next_back().filter(|(_, end)| **end > range.start);
+        let inside = || s.released.range(range.start..range.end).next();
+        before.or_else(inside).map(|(&start, &end)| start..end)
     }
 
     /// Panics listing every violation and every leak, if there are any.
@@ -283,80 +321,32 @@ impl Verifier {
     }
 }
 
-/// Disjoint released address ranges, by start: a lookup per indicated
-/// fragment stays logarithmic in the number of released receive buffers.
-/// The loan tables' hasher: loans are looked up once per packet, and their
-/// keys (a kind and an address or index) are not chosen by an attacker, so
-/// a multiply-rotate mix does instead of SipHash.
-type LoanHash = BuildHasherDefault<LoanHasher>;
-
-#[derive(Default)]
-struct LoanHasher(u64);
-
-impl Hasher for LoanHasher {
-    fn finish(&self) -> u64 {
-        self.0
+/// Removes `cut` from the disjoint `ranges`, splitting where needed.
+fn subtract(ranges: &mut BTreeMap<usize, usize>, cut: &Range<usize>) {
+    if cut.is_empty() {
+        return;
     }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
+    // The usual case: a whole receive buffer, released before, live again.
+    // Ranges are disjoint, so nothing else overlaps it.
+    if ranges.get(&cut.start) == Some(&cut.end) {
+        ranges.remove(&cut.start);
+        return;
+    }
+    // Each round takes the last range starting before cut.end; once it ends
+    // at or before cut.start, no earlier one can overlap (they are
+    // disjoint). Each round removes one overlapping range: bounded by their
+    // number.
+    while let Some((&start, &end)) = ranges.range(..cut.end).next_back() {
+        if end <= cut.start {
+            break;
         }
-    }
-
-    fn write_u64(&mut self, v: u64) {
-        // FxHash's step (rustc's hasher).
-        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-
-    fn write_usize(&mut self, v: usize) {
-        self.write_u64(v as u64);
-    }
-
-    fn write_u32(&mut self, v: u32) {
-        self.write_u64(u64::from(v));
-    }
-
-    fn write_u8(&mut self, v: u8) {
-        self.write_u64(u64::from(v));
-    }
-}
-
-#[derive(Default)]
-struct Released(BTreeMap<usize, usize>);
-
-impl Released {
-    /// The ranges that share a byte with `range`, by address (an empty
-    /// `range` shares one with those that strictly contain its position).
-    fn overlapping(&self, range: &Range<usize>) -> impl Iterator<Item = Range<usize>> + '_ {
-        let shares = move |s: usize, e: usize| s < range.end && range.start < e;
-        // The one starting at or before `range` may reach into it; those
-        // starting inside it do.
-        let before = self.0.range(..=range.start).next_back().filter(|&(&s, &e)| shares(s, e));
-        let inside = (range.start < range.end)
-            .then(|| self.0.range((Bound::Excluded(range.start), Bound::Excluded(range.end))))
-            .into_iter()
-            .flatten();
-        before.into_iter().chain(inside).map(|(&s, &e)| s..e)
-    }
-
-    /// Removes `cut` from every range, splitting where needed.
-    fn subtract(&mut self, cut: &Range<usize>) {
-        if cut.is_empty() {
-            return;
+        ranges.remove(&start);
+        if cut.end < end {
+            ranges.insert(cut.end, end);
         }
-        // One overlapping range at a time (no list to allocate): each is
-        // removed or trimmed to outside `cut`, so the next lookup moves on;
-        // at most two trimmed pieces are put back, both outside `cut`.
-        loop {
-            let Some(r) = self.overlapping(cut).next() else { break };
-            self.0.remove(&r.start);
-            if r.start < cut.start {
-                self.0.insert(r.start, cut.start);
-            }
-            if cut.end < r.end {
-                self.0.insert(cut.end, r.end);
-            }
+        if start < cut.start {
+            ranges.insert(start, cut.start);
+            break;
         }
     }
 }

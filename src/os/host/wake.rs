@@ -1,63 +1,63 @@
-//! A condition variable that makes the wake-up system call only when a
-//! thread sleeps on it. `std`'s futex condvar issues `FUTEX_WAKE` on every
-//! notify; the model's poll and socket threads notify once per packet, and
-//! those calls (mostly with nobody asleep) cost more than the data path's
-//! work. Same contract as [`Condvar`]: the state a waiter checks changes
-//! under the mutex before `notify_all`.
+//! A condition variable that makes no system call when nobody waits.
 //!
-//! Why no wake-up is lost: a waiter counts itself while holding the mutex,
-//! before it sleeps; a notifier changed the state under the same mutex and
-//! looks at the count after releasing it, so either the waiter saw the new
-//! state and did not sleep, or its count is visible to the notifier.
+//! `std`'s futex-based `Condvar::notify_all` always enters the kernel; the
+//! model notifies several times per packet (a completion, a delivery, an
+//! arrival, a freed buffer) while its threads are mostly busy, so those
+//! calls cost more than the packet's crypto. [`Wakeup`] counts its waiters:
+//! a waiter registers under the mutex that guards the state it waits on,
+//! and every notifier changes that state under the same mutex before it
+//! looks at the count, so a notification is skipped only when no thread can
+//! be waiting for it.
 
 use core::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Condvar, MutexGuard, WaitTimeoutResult};
-use std::time::Duration;
+use core::time::Duration;
+use std::sync::{Condvar, LockResult, MutexGuard, WaitTimeoutResult};
 
 #[derive(Debug, Default)]
-pub struct Wake {
+pub(crate) struct Wakeup {
     cv: Condvar,
     waiting: AtomicUsize,
 }
 
-impl Wake {
-    pub const fn new() -> Self {
-        Self { cv: Condvar::new(), waiting: AtomicUsize::new(0) }
+impl Wakeup {
+    pub(crate) fn new() -> Self {
+        Self::default()
     }
 
-    /// Wakes every sleeper, if any.
-    pub fn notify_all(&self) {
+    /// Wakes every waiter, if there is one. Call after changing the state
+    /// under its mutex (held or released since).
+    pub(crate) fn notify_all(&self) {
         if self.waiting.load(Ordering::SeqCst) > 0 {
             self.cv.notify_all();
         }
     }
 
-    pub fn wait<'a, T>(&self, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+    pub(crate) fn wait<'a, T>(&self, guard: MutexGuard<'a, T>) -> LockResult<MutexGuard<'a, T>> {
         self.waiting.fetch_add(1, Ordering::SeqCst);
-        let guard = self.cv.wait(guard).unwrap_or_else(|p| p.into_inner());
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
-        guard
-    }
-
-    pub fn wait_timeout<'a, T>(
-        &self,
-        guard: MutexGuard<'a, T>,
-        timeout: Duration,
-    ) -> (MutexGuard<'a, T>, WaitTimeoutResult) {
-        self.waiting.fetch_add(1, Ordering::SeqCst);
-        let r = self.cv.wait_timeout(guard, timeout).unwrap_or_else(|p| p.into_inner());
+        let r = self.cv.wait(guard);
         self.waiting.fetch_sub(1, Ordering::SeqCst);
         r
     }
 
-    pub fn wait_timeout_while<'a, T>(
+    pub(crate) fn wait_timeout<'a, T>(
+        &self,
+        guard: MutexGuard<'a, T>,
+        timeout: Duration,
+    ) -> LockResult<(MutexGuard<'a, T>, WaitTimeoutResult)> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let r = self.cv.wait_timeout(guard, timeout);
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        r
+    }
+
+    pub(crate) fn wait_timeout_while<'a, T>(
         &self,
         guard: MutexGuard<'a, T>,
         timeout: Duration,
         condition: impl FnMut(&mut T) -> bool,
-    ) -> (MutexGuard<'a, T>, WaitTimeoutResult) {
+    ) -> LockResult<(MutexGuard<'a, T>, WaitTimeoutResult)> {
         self.waiting.fetch_add(1, Ordering::SeqCst);
-        let r = self.cv.wait_timeout_while(guard, timeout, condition).unwrap_or_else(|p| p.into_inner());
+        let r = self.cv.wait_timeout_while(guard, timeout, condition);
         self.waiting.fetch_sub(1, Ordering::SeqCst);
         r
     }
@@ -69,19 +69,19 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     #[test]
-    fn a_sleeper_is_woken_and_a_notify_without_one_is_harmless() {
-        let pair = Arc::new((Mutex::new(false), Wake::new()));
-        pair.1.notify_all();
+    fn a_waiter_is_woken_and_no_waiter_costs_nothing() {
+        let pair = Arc::new((Mutex::new(false), Wakeup::new()));
+        pair.1.notify_all(); // nobody waits: a no-op
         let p = pair.clone();
         let t = std::thread::spawn(move || {
-            let mut ready = p.0.lock().unwrap();
-            while !*ready {
-                ready = p.1.wait(ready);
-            }
+            let g = p.0.lock().unwrap();
+            let (g, _) = p.1.wait_timeout_while(g, Duration::from_secs(10), |ready| !*ready).unwrap();
+            *g
         });
         std::thread::sleep(Duration::from_millis(20));
         *pair.0.lock().unwrap() = true;
         pair.1.notify_all();
-        t.join().unwrap();
+        assert!(t.join().unwrap(), "woken with the state set");
+        assert_eq!(pair.1.waiting.load(Ordering::SeqCst), 0);
     }
 }

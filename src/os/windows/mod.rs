@@ -15,5 +15,25 @@ mod abi_check;
 pub mod bcrypt;
 pub mod cng;
 
+// Kernel glue that needs no `wdk-sys`: type-checked on any host.
+pub mod queues;
+pub mod time;
+pub mod wsk_events;
+
+// The WDF glue on `wdk-sys`: compiled only on a Windows host with the WDK
+// (`docs/windows-bring-up.md` lists what it assumes and how to check it).
+#[cfg(feature = "wdk")]
+pub mod adapter;
+#[cfg(feature = "wdk")]
+pub mod driver;
+#[cfg(feature = "wdk")]
+pub mod ioctl;
+#[cfg(feature = "wdk")]
+pub mod os;
+#[cfg(feature = "wdk")]
+pub mod timer;
+#[cfg(feature = "wdk")]
+pub mod wsk_transport;
+
 #[cfg(not(feature = "wdk"))]
 mod pool;

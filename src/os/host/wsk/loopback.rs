@@ -156,7 +156,10 @@ impl Hub {
             return;
         };
         let c = &self.config;
-        let (lost, dup, hold) = {
+        let impaired = c.loss_ppm > 0 || c.duplicate_ppm > 0 || c.reorder_ppm > 0;
+        let (lost, dup, hold) = if !impaired {
+            (false, false, None)
+        } else {
             let mut r = lock(&self.rng);
             let lost = r.chance(c.loss_ppm);
             let dup = r.chance(c.duplicate_ppm);

@@ -18,7 +18,7 @@ use core::net::SocketAddr;
 use core::ptr::{self, NonNull};
 use std::sync::Mutex;
 
-use crate::os::host::wake::Wake;
+use super::super::wake::Wakeup;
 use std::time::Duration;
 
 use super::rng::XorShift;
@@ -121,6 +121,16 @@ pub(crate) struct Filled {
     /// Bytes in the first MDL when the datagram spans two.
     pub split_at: Option<usize>,
     pub from: SocketAddr,
+}
+
+impl Filled {
+    /// A placeholder for fixed arrays; never indicated.
+    pub const EMPTY: Filled = Filled {
+        buffer: 0,
+        len: 0,
+        split_at: None,
+        from: SocketAddr::V4(core::net::SocketAddrV4::new(core::net::Ipv4Addr::UNSPECIFIED, 0)),
+    };
 }
 
 /// Where the wire writes a datagram: the first part, and the second (empty
@@ -228,7 +238,7 @@ pub(crate) struct ReceivePool {
     /// `config.lists` blocks (a leaked boxed slice).
     blocks: NonNull<ListBlock>,
     state: Mutex<PoolState>,
-    freed: Wake,
+    freed: Wakeup,
 }
 
 // SAFETY: the raw memory is only written by whoever owns it under the WSK
@@ -283,7 +293,7 @@ impl ReceivePool {
             stride,
             blocks: blocks.cast::<ListBlock>(),
             state: Mutex::new(state),
-            freed: Wake::new(),
+            freed: Wakeup::new(),
         }
     }
 

@@ -16,7 +16,7 @@ use core::net::SocketAddr;
 use core::ptr::NonNull;
 use std::sync::Mutex;
 
-use crate::os::host::wake::Wake;
+use super::super::wake::Wakeup;
 use std::time::{Duration, Instant};
 
 use super::stats::{SocketCounters, bump};
@@ -116,16 +116,24 @@ struct SlotTable {
 }
 
 /// A cheap fingerprint of slot bytes: detects writes, not adversaries.
+/// Four independent lanes (each step a bijection of the lane, so a change
+/// in one word always changes its lane) keep the multiplier pipeline busy:
+/// it runs on every send and completion.
 fn fingerprint(bytes: &[u8]) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325_u64 ^ bytes.len() as u64;
-    let mut chunks = bytes.chunks_exact(8);
-    for c in &mut chunks {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(0x0100_0000_01b3).rotate_left(29);
+    const PRIME: u64 = 0x0100_0000_01b3;
+    let seed = 0xcbf2_9ce4_8422_2325_u64 ^ bytes.len() as u64;
+    let mut lanes = [seed, seed.rotate_left(16), seed.rotate_left(32), seed.rotate_left(48)];
+    let mut blocks = bytes.chunks_exact(32);
+    for b in &mut blocks {
+        for (lane, w) in lanes.iter_mut().zip(b.chunks_exact(8)) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(w);
+            *lane = (*lane ^ u64::from_le_bytes(word)).wrapping_mul(PRIME).rotate_left(29);
+        }
     }
-    for &b in chunks.remainder() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    let mut h = lanes.iter().enumerate().fold(0u64, |h, (i, l)| (h ^ l.rotate_left(i as u32 * 8)).wrapping_mul(PRIME));
+    for &b in blocks.remainder() {
+        h = (h ^ u64::from(b)).wrapping_mul(PRIME);
     }
     h
 }
@@ -313,6 +321,14 @@ struct EngineState {
     round: u64,
 }
 
+/// What one round works on, kept between rounds (no allocation per round).
+#[derive(Default)]
+struct RoundBuffers {
+    batch: Vec<Outgoing>,
+    results: Vec<WireResult>,
+    deliver: Vec<Done>,
+}
+
 /// Accepted sends → wire → completions, for one socket.
 pub(crate) struct TxEngine {
     pub slots: SendSlots,
@@ -320,7 +336,10 @@ pub(crate) struct TxEngine {
     counters: Arc<SocketCounters>,
     events: Arc<dyn SocketEvents>,
     state: Mutex<EngineState>,
-    wake: Wake,
+    wake: Wakeup,
+    /// Taken by the round in progress; a concurrent round (pump and thread
+    /// both) starts with empty ones.
+    buffers: Mutex<Option<RoundBuffers>>,
 }
 
 /// How long a batched-completion socket waits for more before flushing.
@@ -342,7 +361,8 @@ impl TxEngine {
             counters,
             events,
             state: Mutex::new(EngineState { pending: VecDeque::new(), done: VecDeque::new(), stop: false, round: 0 }),
-            wake: Wake::new(),
+            wake: Wakeup::new(),
+            buffers: Mutex::new(Some(RoundBuffers::default())),
         }
     }
 
@@ -379,18 +399,21 @@ impl TxEngine {
     /// socket had nothing to do for a while (flushes a batch). Returns how
     /// many sends and completions it handled.
     pub fn round(&self, wire: &dyn Wire, pump: bool, idle: bool) -> usize {
-        let mut batch: Vec<Outgoing> = Vec::new();
+        let mut buffers = lock(&self.buffers).take().unwrap_or_default();
+        let RoundBuffers { batch, results, deliver } = &mut buffers;
+        batch.clear();
+        deliver.clear();
         {
             let mut st = lock(&self.state);
             st.round += 1;
             batch.extend(st.pending.drain(..));
         }
-        let mut results = alloc::vec![(NtStatus::SUCCESS, 0usize); batch.len()];
+        results.clear();
+        results.resize(batch.len(), (NtStatus::SUCCESS, 0usize));
         if !batch.is_empty() {
-            wire.transmit(&batch, &mut results);
+            wire.transmit(batch, results);
         }
         let now = Instant::now();
-        let mut deliver: Vec<Done> = Vec::new();
         {
             let mut st = lock(&self.state);
             let delay = match self.config.completion {
@@ -398,7 +421,7 @@ impl TxEngine {
                 _ => Duration::ZERO,
             };
             let round = st.round;
-            for (o, r) in batch.iter().zip(&results) {
+            for (o, r) in batch.iter().zip(results.iter()) {
                 st.done.push_back(Done { slot: o.slot, result: *r, asked: o.len, due: now + delay, round });
             }
             let flush = match self.config.completion {
@@ -417,9 +440,10 @@ impl TxEngine {
             }
         }
         let handled = batch.len() + deliver.len();
-        for d in deliver {
+        for d in deliver.drain(..) {
             self.complete(d.slot, d.result, d.asked);
         }
+        *lock(&self.buffers) = Some(buffers);
         handled
     }
 
@@ -445,7 +469,7 @@ impl TxEngine {
                         idle = true;
                         break;
                     }
-                    let (next, timeout) = self.wake.wait_timeout(st, wait);
+                    let (next, timeout) = self.wake.wait_timeout(st, wait).unwrap_or_else(|p| p.into_inner());
                     st = next;
                     if timeout.timed_out() && !st.done.is_empty() {
                         idle = true;

@@ -686,11 +686,13 @@ fn real_udp_round_trip(ip: &str) {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "real sockets: Miri's isolation has no socket(); in-memory variants run")]
 fn real_udp_over_ipv4_loopback() {
     real_udp_round_trip("127.0.0.1");
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "real sockets: Miri's isolation has no socket(); in-memory variants run")]
 fn real_udp_over_ipv6_loopback() {
     if std::net::UdpSocket::bind("[::1]:0").is_err() {
         return; // no IPv6 on this machine
@@ -783,6 +785,7 @@ fn in_memory_tcp_reset_and_refused_connect() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "real sockets: Miri's isolation has no socket(); in-memory variants run")]
 fn real_tcp_partial_sends_chunked_receive_and_peer_close() {
     let v = WskVerifier::new();
     let p = WskProvider::new(Network::Real, stream_config(PartialSends::EveryNth(1), Chunking::Fixed(3)), v.clone());
@@ -817,6 +820,7 @@ fn real_tcp_partial_sends_chunked_receive_and_peer_close() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "real sockets: Miri's isolation has no socket(); in-memory variants run")]
 fn real_tcp_connect_refused_and_reset() {
     let v = WskVerifier::new();
     let p = WskProvider::new(Network::Real, WskConfig::default(), v.clone());
@@ -873,6 +877,7 @@ fn a_driver_holding_every_buffer_makes_the_stack_drop_and_count() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "real sockets: Miri's isolation has no socket(); in-memory variants run")]
 fn a_dual_stack_socket_hears_ipv4_peers_as_mapped_addresses() {
     if std::net::UdpSocket::bind("[::]:0").is_err() {
         return; // no IPv6 on this machine
