@@ -328,6 +328,15 @@ impl Signal {
         self.cv.notify_all();
     }
 
+    /// New TX source packets. Only the first since the poll thread last
+    /// looked wakes it: it takes every queued packet when it does.
+    fn poke_work(&self) {
+        let was = core::mem::replace(&mut self.lock().work, true);
+        if !was {
+            self.cv.notify_all();
+        }
+    }
+
     fn notify(&self, verifier: &Verifier, kind: QueueKind) {
         let mut s = self.lock();
         if matches!(s.life, Life::NoQueue | Life::Stopped) {
@@ -1685,7 +1694,7 @@ impl PacketSource {
     pub fn send(&self, packet: TxPacket) -> u64 {
         let id = self.shared.next_tx_id.fetch_add(1, Ordering::Relaxed);
         lock(&self.shared.source).push_back((id, packet));
-        self.notifier.tx.poke(|s| s.work = true);
+        self.notifier.tx.poke_work();
         id
     }
 
@@ -1704,7 +1713,7 @@ impl PacketSource {
         let id = self.shared.next_tx_id.fetch_add(1, Ordering::Relaxed);
         source.push_back((id, packet));
         drop(source);
-        self.notifier.tx.poke(|s| s.work = true);
+        self.notifier.tx.poke_work();
         Ok(id)
     }
 }
