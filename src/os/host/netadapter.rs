@@ -249,6 +249,10 @@ pub trait UpperLayer: Send + Sync + 'static {
     /// go back to the driver (as [`Hold`] says).
     fn deliver(&self, fragments: &[&[u8]]);
 
+    /// The end of one RX poll's deliveries (a stack that batches them
+    /// writes them now).
+    fn flush(&self) {}
+
     /// A TX packet whose completion the OS saw.
     fn completed(&self, packet: CompletedTx);
 }
@@ -942,6 +946,11 @@ impl<D: AdapterDatapath> RxRunner<D> {
             }
             next_position = position + u32::from(fragment_count);
             self.translate(index, b, fragment_index, fragment_count);
+        }
+        if self.pending.indicated > 0
+            && let Some(upper) = &self.shared.upper
+        {
+            upper.flush();
         }
         self.flush_counts();
         r.packets.0 != r.packets.1 || r.fragments.0 != r.fragments.1
