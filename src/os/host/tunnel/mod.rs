@@ -452,10 +452,10 @@ fn model_config(verification: Verification) -> ModelConfig {
         },
     };
     ModelConfig {
-        rx: geometry(512, 512),
+        rx: geometry(1024, 1024),
         tx: geometry(256, 512),
         maximum_frame_size: TUN_MTU as u32,
-        rx_mdl_pool: 512,
+        rx_mdl_pool: 1024,
         ..ModelConfig::default()
     }
 }
