@@ -8,14 +8,16 @@
 //! ip tuntap add dev ovpn0 mode tun && ip addr add 10.8.0.1/24 dev ovpn0 && ip link set ovpn0 up
 //! host_tunnel run --tun ovpn0 --local 192.0.2.1:1194 --remote 192.0.2.2:1194 \
 //!     --key tunnel.key --side a [--proto udp|tcp-client|tcp-server] [--ping 10] [--ping-timeout 60] \
-//!     [--mss 1400] [--lean] [--stats SECS]
+//!     [--mss 1400] [--lean] [--no-offload] [--stats SECS]
 //! ```
 //!
 //! The other end runs the same with `--side b` and the addresses swapped.
 //! Over TCP one end is `tcp-client` (it connects to `--remote`, as
 //! ovpn-dco-win does) and the other `tcp-server` (it accepts on `--local`
 //! and hands the stream to its adapter through a loopback splice, since the
-//! adapter itself only connects).
+//! adapter itself only connects). `--no-offload` opens the TUN device
+//! without TCP segmentation/coalescing (`virtio_net_hdr`), one packet per
+//! read and write.
 //! SIGINT/SIGTERM stop it; it then prints its counters and whatever the
 //! models' verifiers found (and exits 1 if they found anything). `--lean`
 //! turns off the WSK model's buffer poisoning and send fingerprints (see
@@ -46,7 +48,7 @@ mod linux {
         eprintln!(
             "usage: host_tunnel genkey [CIPHER]\n       host_tunnel run --tun NAME --local ADDR:PORT --remote ADDR:PORT \
              --key FILE --side a|b [--proto udp|tcp-client|tcp-server] [--ping SECS] [--ping-timeout SECS] \
-             [--mss MSS] [--lean] [--stats SECS]"
+             [--mss MSS] [--lean] [--no-offload] [--stats SECS]"
         );
         std::process::exit(2)
     }
@@ -72,6 +74,7 @@ mod linux {
         let (mut tun, mut local, mut remote, mut key, mut side) = (None, None, None, None, None);
         let (mut ping, mut timeout, mut mss, mut lean, mut every) = (10, 60, None, false, None);
         let mut proto = TunnelProto::Udp;
+        let mut tun_offload = true;
         while let Some(flag) = it.next() {
             let mut value = || it.next().cloned().unwrap_or_else(|| usage());
             match flag.as_str() {
@@ -99,6 +102,7 @@ mod linux {
                 "--mss" => mss = Some(value().parse().unwrap_or_else(|_| usage())),
                 "--stats" => every = Some(Duration::from_secs(value().parse().unwrap_or_else(|_| usage()))),
                 "--lean" => lean = true,
+                "--no-offload" => tun_offload = false,
                 _ => usage(),
             }
         }
@@ -124,6 +128,7 @@ mod linux {
             keepalive_interval: ping,
             keepalive_timeout: timeout,
             mss,
+            tun_offload,
             verification: if lean { Verification::Lean } else { Verification::Full },
         };
         // SAFETY: the handler only stores to an atomic (async-signal-safe).

@@ -45,6 +45,7 @@ fn config(side: Side, proto: TunnelProto, local: SocketAddr, remote: SocketAddr,
         keepalive_interval: 1,
         keepalive_timeout: 0,
         mss: None,
+        tun_offload: false,
         verification: Verification::Full,
     }
 }

@@ -263,6 +263,7 @@ fn host_tunnel_takes_over_the_real_client(test: &str, cipher: DataCipher) {
         keepalive_interval: 1,
         keepalive_timeout: 0,
         mss: Some(TUNNEL_MSS),
+        tun_offload: true,
         verification: Verification::Full,
     };
     let tunnel = session

@@ -42,6 +42,7 @@ fn tunnel(network: &Network, keys: TunnelKeys, local: SocketAddr, remote: Socket
         keepalive_interval: 0,
         keepalive_timeout: 0,
         mss: None,
+        tun_offload: false,
         verification: Verification::Full,
     };
     HostTunnel::start(&config).map_err(|e| format!("tunnel on {local}: {e}"))

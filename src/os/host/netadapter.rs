@@ -282,6 +282,10 @@ pub trait UpperLayer: Send + Sync + 'static {
     /// go back to the driver (as [`Hold`] says).
     fn deliver(&self, fragments: &[&[u8]]);
 
+    /// The end of one RX poll's deliveries (a stack that batches them
+    /// writes them now).
+    fn flush(&self) {}
+
     /// A TX packet whose completion the OS saw.
     fn completed(&self, packet: CompletedTx);
 }
@@ -359,6 +363,15 @@ impl Signal {
     fn poke(&self, f: impl FnOnce(&mut SignalState)) {
         f(&mut self.lock());
         self.cv.notify_all();
+    }
+
+    /// New TX source packets. Only the first since the poll thread last
+    /// looked wakes it: it takes every queued packet when it does.
+    fn poke_work(&self) {
+        let was = core::mem::replace(&mut self.lock().work, true);
+        if !was {
+            self.cv.notify_all();
+        }
     }
 
     fn notify(&self, verifier: &Verifier, kind: QueueKind) {
@@ -1021,6 +1034,11 @@ impl<D: AdapterDatapath> RxRunner<D> {
             }
             next_position = position + u32::from(fragment_count);
             self.translate(index, b, fragment_index, fragment_count);
+        }
+        if self.pending.indicated > 0
+            && let Some(upper) = &self.shared.upper
+        {
+            upper.flush();
         }
         self.flush_counts();
         r.packets.0 != r.packets.1 || r.fragments.0 != r.fragments.1
@@ -1838,7 +1856,7 @@ impl PacketSource {
     pub fn send(&self, packet: TxPacket) -> u64 {
         let id = self.shared.next_tx_id.fetch_add(1, Ordering::Relaxed);
         lock(&self.shared.source).push_back((id, packet));
-        self.notifier.tx.poke(|s| s.work = true);
+        self.notifier.tx.poke_work();
         id
     }
 
@@ -1862,7 +1880,7 @@ impl PacketSource {
         let id = self.shared.next_tx_id.fetch_add(1, Ordering::Relaxed);
         source.push_back((id, packet));
         drop(source);
-        self.notifier.tx.poke(|s| s.work = true);
+        self.notifier.tx.poke_work();
         Ok(id)
     }
 }

@@ -31,6 +31,7 @@
 
 pub mod ioctl;
 pub mod keyfile;
+pub mod offload;
 pub mod splice;
 pub mod tun;
 
@@ -157,6 +158,8 @@ pub struct TunnelConfig {
     pub keepalive_timeout: u32,
     /// Clamp TCP SYNs' MSS to this (SET_PEER's MSS).
     pub mss: Option<u16>,
+    /// TCP segmentation and coalescing at the TUN device ([`offload`]).
+    pub tun_offload: bool,
     pub verification: Verification,
 }
 
@@ -265,7 +268,9 @@ impl Handle {
 struct Counters {
     tun_read: AtomicU64,
     tun_read_dropped: AtomicU64,
+    tun_super_reads: AtomicU64,
     tun_written: AtomicU64,
+    tun_writes: AtomicU64,
     tun_write_dropped: AtomicU64,
     tun_write_errors: AtomicU64,
     timeouts: AtomicU64,
@@ -280,9 +285,14 @@ pub struct TunnelStats {
     pub tun_read: u64,
     /// Read but not queued: the TX source stayed full.
     pub tun_read_dropped: u64,
-    /// RX packets written to the TUN device.
+    /// With offloads: reads that were TCP super-packets (cut into
+    /// `tun_read` packets with the rest).
+    pub tun_super_reads: u64,
+    /// RX packets handed to the TUN device.
     pub tun_written: u64,
-    /// RX packets the TUN device's queue had no room for.
+    /// Writes that took them (fewer with offloads: segments joined).
+    pub tun_writes: u64,
+    /// Writes the TUN device's queue had no room for.
     pub tun_write_dropped: u64,
     pub tun_write_errors: u64,
     /// Data packets sent beyond the packets the TX queue was given: the
@@ -308,6 +318,26 @@ struct TunStack {
     tun: Arc<Tun>,
     counters: Arc<Counters>,
     free: Mutex<Vec<Vec<u8>>>,
+    /// With offloads: the run of TCP segments being joined (the RX poll
+    /// thread's; a lock for `Sync`).
+    coalescer: Mutex<offload::Coalescer>,
+}
+
+/// Coalesced writes to the TUN device, counted.
+struct TunWriter<'a> {
+    tun: &'a Tun,
+    counters: &'a Counters,
+}
+
+impl offload::Writer for TunWriter<'_> {
+    fn write(&mut self, parts: &[&[u8]]) {
+        let counter = match self.tun.write_packet_parts(parts) {
+            Ok(true) => &self.counters.tun_writes,
+            Ok(false) => &self.counters.tun_write_dropped,
+            Err(_) => &self.counters.tun_write_errors,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// TX buffers kept for reuse; more are dropped.
@@ -333,14 +363,21 @@ impl TunStack {
 
 impl UpperLayer for TunStack {
     fn deliver(&self, fragments: &[&[u8]]) {
-        // Straight from the driver's buffers into the TUN device: the one
-        // copy is the kernel's.
-        let counter = match self.tun.write_packet_parts(fragments) {
-            Ok(true) => &self.counters.tun_written,
-            Ok(false) => &self.counters.tun_write_dropped,
-            Err(_) => &self.counters.tun_write_errors,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        self.counters.tun_written.fetch_add(1, Ordering::Relaxed);
+        let mut out = TunWriter { tun: &self.tun, counters: &self.counters };
+        if self.tun.offload() {
+            lock(&self.coalescer).push(fragments, &mut out);
+        } else {
+            // Straight from the driver's buffers into the TUN device: the
+            // one copy is the kernel's.
+            offload::Writer::write(&mut out, fragments);
+        }
+    }
+
+    fn flush(&self) {
+        if self.tun.offload() {
+            lock(&self.coalescer).flush(&mut TunWriter { tun: &self.tun, counters: &self.counters });
+        }
     }
 
     fn completed(&self, packet: CompletedTx) {
@@ -415,10 +452,10 @@ fn model_config(verification: Verification) -> ModelConfig {
         },
     };
     ModelConfig {
-        rx: geometry(512, 512),
+        rx: geometry(1024, 1024),
         tx: geometry(256, 512),
         maximum_frame_size: TUN_MTU as u32,
-        rx_mdl_pool: 512,
+        rx_mdl_pool: 1024,
         ..ModelConfig::default()
     }
 }
@@ -457,7 +494,7 @@ impl HostTunnel {
     /// adapter's one data path in charge of everything sent afterwards.
     pub fn start(config: &TunnelConfig) -> Result<HostTunnel, TunnelError> {
         let tun = match &config.upper {
-            Upper::Tun(name) => Some(Arc::new(Tun::open(name).map_err(TunnelError::Tun)?)),
+            Upper::Tun(name) => Some(Arc::new(Tun::open(name, config.tun_offload).map_err(TunnelError::Tun)?)),
             Upper::Memory => None,
         };
         let nx_verifier = Verifier::new();
@@ -481,7 +518,14 @@ impl HostTunnel {
 
         let counters = Arc::new(Counters::default());
         let model = model_config(config.verification);
-        let stack = tun.map(|tun| Arc::new(TunStack { tun, counters: counters.clone(), free: Mutex::new(Vec::new()) }));
+        let stack = tun.map(|tun| {
+            Arc::new(TunStack {
+                tun,
+                counters: counters.clone(),
+                free: Mutex::new(Vec::new()),
+                coalescer: Mutex::new(offload::Coalescer::new()),
+            })
+        });
         let mut nx = match &stack {
             Some(s) => HostNetAdapter::with_upper_layer(adapter.clone(), notifier, model, s.clone()),
             None => HostNetAdapter::new(adapter.clone(), notifier, model),
@@ -619,7 +663,9 @@ impl HostTunnel {
         TunnelStats {
             tun_read: get(&c.tun_read),
             tun_read_dropped: get(&c.tun_read_dropped),
+            tun_super_reads: get(&c.tun_super_reads),
             tun_written: get(&c.tun_written),
+            tun_writes: get(&c.tun_writes),
             tun_write_dropped: get(&c.tun_write_dropped),
             tun_write_errors: get(&c.tun_write_errors),
             keepalives_sent: sent.saturating_sub(nx.tx_packets_posted),
@@ -787,6 +833,16 @@ fn read_control(handle: &Handle, counters: &Counters, kept: &Mutex<VecDeque<Vec<
 /// TUN → TX queue, until `stop`.
 fn read_tun(stack: &TunStack, source: &PacketSource, stop: &AtomicBool) {
     let counters = &stack.counters;
+    // With offloads: one read (a super-packet, header included) and the
+    // segment being built.
+    let (mut read, mut scratch) = (Vec::with_capacity(offload::OFFLOAD_PACKET_MAX), Vec::new());
+    let queue = |packet: Vec<u8>| {
+        counters.tun_read.fetch_add(1, Ordering::Relaxed);
+        if let Err(packet) = source.send_bounded(TxPacket::new(packet), TX_SOURCE_LIMIT, STOP_POLL) {
+            counters.tun_read_dropped.fetch_add(1, Ordering::Relaxed);
+            stack.recycle(packet.payload);
+        }
+    };
     while !stop.load(Ordering::Relaxed) {
         match stack.tun.wait_readable(STOP_POLL) {
             Ok(true) => {}
@@ -797,6 +853,25 @@ fn read_tun(stack: &TunStack, source: &PacketSource, stop: &AtomicBool) {
             }
         }
         for _ in 0..TUN_READ_BATCH {
+            if stack.tun.offload() {
+                match stack.tun.read_into(&mut read) {
+                    Ok(Some(n)) if n > offload::VNET_HDR_LEN => {}
+                    _ => break,
+                }
+                let mut segments = 0u64;
+                let cut = offload::segment(&mut read, &mut scratch, &mut |p| {
+                    segments += 1;
+                    let mut buffer = stack.buffer();
+                    buffer.extend_from_slice(p);
+                    queue(buffer);
+                });
+                if cut.is_err() {
+                    counters.tun_read_dropped.fetch_add(1, Ordering::Relaxed);
+                } else if segments > 1 {
+                    counters.tun_super_reads.fetch_add(1, Ordering::Relaxed);
+                }
+                continue;
+            }
             let mut buffer = stack.buffer();
             match stack.tun.read_into(&mut buffer) {
                 Ok(Some(n)) if n > 0 => {}
@@ -805,11 +880,7 @@ fn read_tun(stack: &TunStack, source: &PacketSource, stop: &AtomicBool) {
                     break;
                 }
             }
-            counters.tun_read.fetch_add(1, Ordering::Relaxed);
-            if let Err(packet) = source.send_bounded(TxPacket::new(buffer), TX_SOURCE_LIMIT, STOP_POLL) {
-                counters.tun_read_dropped.fetch_add(1, Ordering::Relaxed);
-                stack.recycle(packet.payload);
-            }
+            queue(buffer);
         }
     }
 }

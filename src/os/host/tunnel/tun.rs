@@ -17,6 +17,9 @@ const IFNAMSIZ: usize = 16;
 pub struct Tun {
     file: File,
     name: String,
+    /// Every read and write carries a `virtio_net_hdr` and the kernel
+    /// segments and coalesces TCP ([`super::offload`]).
+    offload: bool,
 }
 
 /// Why a TUN device could not be attached.
@@ -46,8 +49,19 @@ impl core::fmt::Display for TunError {
 impl Tun {
     /// Attaches to TUN device `name` in the calling thread's network
     /// namespace, creating it if it does not exist (it then disappears
-    /// with the last descriptor unless made persistent elsewhere).
-    pub fn open(name: &str) -> Result<Tun, TunError> {
+    /// with the last descriptor unless made persistent elsewhere). With
+    /// `offload`, asks for `virtio_net_hdr` and TCP segmentation offload
+    /// (TSO4/TSO6 with partial checksums); a kernel that refuses the
+    /// offloads leaves the device without them.
+    pub fn open(name: &str, offload: bool) -> Result<Tun, TunError> {
+        match Self::attach(name, offload) {
+            Ok(t) => Ok(t),
+            Err(TunError::SetIff(_)) if offload => Self::attach(name, false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn attach(name: &str, offload: bool) -> Result<Tun, TunError> {
         if name.is_empty() || name.len() >= IFNAMSIZ {
             return Err(TunError::BadName);
         }
@@ -57,7 +71,8 @@ impl Tun {
         for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
             *dst = src as libc::c_char;
         }
-        req.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
+        let vnet = if offload { libc::IFF_VNET_HDR } else { 0 };
+        req.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI | vnet) as libc::c_short;
         // SAFETY: TUNSETIFF reads and writes one ifreq, which `req` is, for
         // the duration of the call on a descriptor `file` owns.
         if unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &raw mut req) } != 0 {
@@ -71,7 +86,22 @@ impl Tun {
         if r < 0 {
             return Err(TunError::Fcntl(io::Error::last_os_error()));
         }
-        Ok(Tun { file, name: name.to_string() })
+        if offload {
+            let features = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
+            // SAFETY: TUNSETOFFLOAD takes its argument by value, on a
+            // descriptor `file` owns.
+            if unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETOFFLOAD, features as libc::c_ulong) } != 0 {
+                // Headers without offloads would be dead weight: reattach
+                // without them (the descriptor is closed on return).
+                return Err(TunError::SetIff(io::Error::last_os_error()));
+            }
+        }
+        Ok(Tun { file, name: name.to_string(), offload })
+    }
+
+    /// Whether reads and writes carry a `virtio_net_hdr`.
+    pub fn offload(&self) -> bool {
+        self.offload
     }
 
     pub fn name(&self) -> &str {
