@@ -3,12 +3,14 @@
 //! Each test runs Debian's openvpn 2.6 as server and client in two network
 //! namespaces (tests/support/openvpn.rs) and reads the data-channel keys
 //! from the client's log. Then:
-//! - read: the datagrams real OpenVPN exchanged decrypt, with the crate's
-//!   RX key slots, to exactly the packets the client's tun device carried;
-//! - write: the real client is killed and a tunnel over the crate's TX/RX
-//!   key slots takes over its key, address and tun device; ping and a TCP
-//!   transfer through the real server work, and the server rejects a
-//!   replayed and a tampered packet.
+//! - read: the datagrams real OpenVPN exchanged, fed to the data path's RX
+//!   as WSK indication lists (tests/support/datapath_rx.rs), decrypt in
+//!   place to exactly the packets the client's tun device carried;
+//! - write: the real client is killed and the host tunnel
+//!   (`ovpn_dco::os::host::tunnel`: the data path over the NetAdapterCx and
+//!   WSK models, TX one pass, RX zero-copy) takes over its key, address and
+//!   tun device; ping and a TCP transfer through the real server work, and
+//!   the server rejects a replayed and a tampered packet.
 //!
 //! Needs root, `ip netns`, /dev/net/tun, openvpn, openssl and ping; skips
 //! otherwise, unless OVPN_DCO_REQUIRE_REAL_PEER=1 (CI) makes that a failure.
@@ -18,18 +20,19 @@
 
 mod support;
 
-use ovpn_dco::crypto::slots::DataError;
+use ovpn_dco::datapath::DropReason;
+use ovpn_dco::os::host::tunnel::{HostTunnel, TunnelConfig, TunnelProto, Upper, Verification};
+use ovpn_dco::os::host::wsk::Network;
 use ovpn_dco::proto::aead_frame::STANDARD_HEAD_ROOM;
 use ovpn_dco::proto::keepalive::KEEPALIVE_PING;
-use ovpn_dco::proto::replay::ReplayError;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 use support::capture::{Capture, Direction, Packet, UdpDatagram, udp_datagrams};
+use support::datapath_rx::DatapathReceiver;
 use support::netns::{NetNs, POLL_INTERVAL, run_bounded};
 use support::openvpn::{DataCipher, Session};
 use support::session_or_skip;
-use support::slot_tunnel::{Received, RxError, SlotReceiver, SlotTunnel};
 
 /// Bound on a ping run (`ping -w`): the whole command, however many replies.
 const PING_DEADLINE_SECS: &str = "10";
@@ -58,33 +61,15 @@ fn ping(ns: &NetNs, to: std::net::Ipv4Addr, count: u32) -> Result<String, String
     )
 }
 
-/// Where captured datagrams are decrypted. Today the key slots
-/// ([`SlotReceiver`]); the data path's RX implements this when it lands.
-trait ReceivePath {
-    fn receive(&mut self, datagram: &[u8]) -> Result<Received, RxError>;
-}
-
-impl ReceivePath for SlotReceiver {
-    fn receive(&mut self, datagram: &[u8]) -> Result<Received, RxError> {
-        SlotReceiver::receive(self, datagram)
-    }
-}
-
-/// One direction's datagrams through `rx`: the inner packets, in order,
-/// and how many keepalives were consumed.
-fn decrypt_all(rx: &mut dyn ReceivePath, datagrams: &[&UdpDatagram], what: &str) -> (Vec<Vec<u8>>, usize) {
-    let mut packets = Vec::new();
-    let mut keepalives = 0;
+/// One direction's datagrams through a data path holding `slot`: the
+/// inner packets, in order, and how many keepalives were consumed.
+fn decrypt_all(rx: &mut DatapathReceiver, datagrams: &[&UdpDatagram], what: &str) -> (Vec<Vec<u8>>, usize) {
     for (i, d) in datagrams.iter().enumerate() {
         assert!(d.complete, "{what} datagram {i} was fragmented on the veth");
-        match rx.receive(&d.payload) {
-            Ok(Received::Packet(p)) => packets.push(p),
-            Ok(Received::Keepalive) => keepalives += 1,
-            Ok(Received::Control) => {}
-            Err(e) => panic!("{what} datagram {i} ({} bytes) did not decrypt: {e:?}", d.payload.len()),
-        }
     }
-    (packets, keepalives)
+    let payloads: Vec<&[u8]> = datagrams.iter().map(|d| d.payload.as_slice()).collect();
+    let got = rx.receive_all(&payloads).unwrap_or_else(|e| panic!("{what}: {e}"));
+    (got.packets, got.keepalives)
 }
 
 fn tun_packets(tun: &[Packet], direction: Direction) -> Vec<Vec<u8>> {
@@ -120,10 +105,14 @@ fn real_traffic_decrypts_to_the_tun_packets(test: &str, cipher: DataCipher) {
     let (to_server, to_client) = (data(true), data(false));
 
     // As the server decrypts, and as the client does.
-    let mut server_rx = SlotReceiver::new(session.keys.server_slot());
-    let mut client_rx = SlotReceiver::new(session.keys.client_slot());
+    let (client, server) = (SocketAddr::V4(a.client_link), SocketAddr::V4(a.server_link));
+    let mut server_rx = DatapathReceiver::new(session.keys.server_keys(), client, server).expect("server-side RX");
+    let mut client_rx = DatapathReceiver::new(session.keys.client_keys(), server, client).expect("client-side RX");
     let (sent, keepalives_sent) = decrypt_all(&mut server_rx, &to_server, "client->server");
     let (received, keepalives_received) = decrypt_all(&mut client_rx, &to_client, "server->client");
+    for rx in [&server_rx, &client_rx] {
+        assert_eq!(rx.drops(DropReason::RxAuthFailed) + rx.drops(DropReason::RxReplay), 0, "every datagram opened");
+    }
     assert!(keepalives_sent > 0 && keepalives_received > 0, "keepalives decrypt to the ping payload");
 
     assert_eq!(sent, tun_packets(&tun, Direction::Outgoing), "client->server plaintexts vs packets leaving the tun");
@@ -141,31 +130,39 @@ fn real_traffic_decrypts_to_the_tun_packets(test: &str, cipher: DataCipher) {
         to_client.len()
     );
 
-    // The same slots refuse a replay of a real packet, and a tampered one.
+    // The same data path refuses a replay of a real packet, and a tampered one.
     let last = to_server.last().expect("a client->server datagram");
-    assert!(
-        matches!(server_rx.receive(&last.payload), Err(RxError::Data(DataError::Replay(ReplayError::Replayed)))),
-        "a replayed real datagram is rejected"
-    );
-    let mut fresh = SlotReceiver::new(session.keys.server_slot());
+    let replayed = server_rx.receive_all(&[&last.payload]).expect("replay accounted for");
+    assert!(replayed.packets.is_empty(), "a replayed real datagram is not indicated");
+    assert_eq!(server_rx.drops(DropReason::RxReplay), 1, "a replayed real datagram is rejected");
+    let mut fresh = DatapathReceiver::new(session.keys.server_keys(), client, server).expect("fresh RX");
     let mut tampered = last.payload.clone();
     *tampered.last_mut().expect("ciphertext") ^= 0x01;
-    assert_eq!(fresh.receive(&tampered), Err(RxError::Data(DataError::AuthFailed)));
-    assert!(fresh.receive(&last.payload).is_ok(), "a failed tag commits nothing: the genuine packet still opens");
+    let refused = fresh.receive_all(&[&tampered]).expect("tampered accounted for");
+    assert!(refused.packets.is_empty() && fresh.drops(DropReason::RxAuthFailed) == 1, "a tampered datagram fails");
+    let genuine = fresh.receive_all(&[&last.payload]).expect("genuine accounted for");
+    assert_eq!(
+        genuine.packets.len() + genuine.keepalives,
+        1,
+        "a failed tag commits nothing: the genuine packet still opens"
+    );
+    for rx in [server_rx, client_rx, fresh] {
+        rx.finish().unwrap_or_else(|e| panic!("{test}: models: {e}"));
+    }
 }
 
 #[test]
-fn real_openvpn_traffic_decrypts_with_the_rx_slots_aes_256_gcm() {
+fn real_openvpn_traffic_decrypts_through_the_datapath_rx_aes_256_gcm() {
     real_traffic_decrypts_to_the_tun_packets(
-        "real_openvpn_traffic_decrypts_with_the_rx_slots_aes_256_gcm",
+        "real_openvpn_traffic_decrypts_through_the_datapath_rx_aes_256_gcm",
         DataCipher::Aes256Gcm,
     );
 }
 
 #[test]
-fn real_openvpn_traffic_decrypts_with_the_rx_slots_chacha20_poly1305() {
+fn real_openvpn_traffic_decrypts_through_the_datapath_rx_chacha20_poly1305() {
     real_traffic_decrypts_to_the_tun_packets(
-        "real_openvpn_traffic_decrypts_with_the_rx_slots_chacha20_poly1305",
+        "real_openvpn_traffic_decrypts_through_the_datapath_rx_chacha20_poly1305",
         DataCipher::ChaCha20Poly1305,
     );
 }
@@ -238,8 +235,14 @@ fn wait_until(what: &str, mut check: impl FnMut() -> bool) -> Result<(), String>
     Ok(())
 }
 
-/// Write: the key slots take over the real client's session.
-fn slots_take_over_the_real_client(test: &str, cipher: DataCipher) {
+/// The MSS the tunnel clamps TCP SYNs to, as SET_PEER's MSS would: 1400
+/// keeps an encrypted full segment (1400 + 40 + 24 + 28 = 1492 bytes)
+/// inside the veth's 1500-byte MTU, so no outer fragmentation.
+const TUNNEL_MSS: u16 = 1400;
+
+/// Write: the host tunnel (the data path over the models) takes over the
+/// real client's session.
+fn host_tunnel_takes_over_the_real_client(test: &str, cipher: DataCipher) {
     let Some(mut session) = session_or_skip(test, cipher) else { return };
     let a = session.addresses.clone();
 
@@ -249,23 +252,37 @@ fn slots_take_over_the_real_client(test: &str, cipher: DataCipher) {
     let highest = session.highest_client_packet_id();
     assert!(highest >= 4, "the real client sent its pings before the takeover (highest id {highest})");
     let tun = session.client_tun().to_owned();
-    let tunnel = SlotTunnel::start(
-        session.client_ns(),
-        &tun,
-        &session.keys,
-        highest + 1,
-        a.client_link,
-        a.server_link,
-        Duration::from_secs(1),
-    )
-    .unwrap_or_else(|e| panic!("{e}\n{}", session.log_tails()));
+    let config = TunnelConfig {
+        upper: Upper::Tun(tun.clone()),
+        proto: TunnelProto::Udp,
+        network: Network::Real,
+        local: SocketAddr::V4(a.client_link),
+        remote: SocketAddr::V4(a.server_link),
+        keys: session.keys.client_keys(),
+        first_packet_id: highest + 1,
+        keepalive_interval: 1,
+        keepalive_timeout: 0,
+        mss: Some(TUNNEL_MSS),
+        tun_offload: true,
+        verification: Verification::Full,
+    };
+    let tunnel = session
+        .client_ns()
+        .run(|| HostTunnel::start(&config))
+        .expect("enter the client namespace")
+        .unwrap_or_else(|e| panic!("{test}: host tunnel: {e}\n{}", session.log_tails()));
     // The persistent tun kept its address; make sure of it and of the link.
     let address = format!("{}/{}", a.client_tun, a.tun_prefix);
     session.client_ns().ip(&["addr", "replace", &address, "dev", &tun]).expect("tun address");
     session.client_ns().ip(&["link", "set", &tun, "up"]).expect("tun up");
 
     let fail = |session: &Session, e: String| -> ! {
-        panic!("{test}: {e}\ntunnel: {:?}\n{}", tunnel.stats(), session.server_log_tail())
+        panic!(
+            "{test}: {e}\ntunnel: {:?}\ndrops: {}\n{}",
+            tunnel.stats(),
+            tunnel.drop_summary(),
+            session.server_log_tail()
+        )
     };
     ping(session.client_ns(), a.server_tun, 3).unwrap_or_else(|e| fail(&session, e));
 
@@ -275,8 +292,10 @@ fn slots_take_over_the_real_client(test: &str, cipher: DataCipher) {
     let echoed = echo.join().expect("echo thread").unwrap_or_else(|e| fail(&session, e));
     assert_eq!(echoed, TCP_TRANSFER_BYTES);
 
-    // Keepalives both ways: the server pings every 2 s, the tunnel after 1 s of silence.
-    wait_until("a keepalive from the server", || tunnel.stats().keepalives_received > 0)
+    // Keepalives both ways: the server pings every 2 s, the tunnel's timer
+    // after 1 s of silence. The data path consumes the server's (opened,
+    // never indicated).
+    wait_until("a keepalive from the server", || tunnel.stats().consumed_after_decrypt > 0)
         .unwrap_or_else(|e| fail(&session, e));
     wait_until("a keepalive to the server", || tunnel.stats().keepalives_sent > 0)
         .unwrap_or_else(|e| fail(&session, e));
@@ -299,21 +318,30 @@ fn slots_take_over_the_real_client(test: &str, cipher: DataCipher) {
     assert_eq!(after.matches(SERVER_REPLAY_LINE).count(), 1, "exactly the one replay is rejected");
     assert_eq!(after.matches("AEAD Decrypt error").count(), 2, "nothing but the replay and the tampered packet fails");
 
-    let stats = tunnel.stop().unwrap_or_else(|e| panic!("tunnel loop: {e}"));
-    assert!(stats.rx_errors.is_empty(), "every datagram from the server decrypts: {:?}", stats.rx_errors);
-    assert!(stats.syn_clamped > 0, "the TCP handshake's MSS was clamped");
+    let dp = tunnel.datapath().copies();
+    let relaxed = std::sync::atomic::Ordering::Relaxed;
+    // Only clamped SYNs are gathered into the send slot (every TUN packet
+    // is one fragment): the handshake's MSS was clamped.
+    assert!(dp.tx_copied_bytes.load(relaxed) > 0, "the TCP handshake's MSS was clamped");
+    assert_eq!(dp.rx_copied_bytes.load(relaxed), 0, "RX zero-copy");
+    let drops = tunnel.drop_summary();
+    let stats = tunnel.stop().unwrap_or_else(|e| panic!("{test}: models: {e}"));
+    assert_eq!(stats.datapath_drops, 0, "every datagram from the server opened and was indicated: {drops}");
     eprintln!("{test}: took over at packet id {}, {stats:?}", highest + 1);
 }
 
 #[test]
-fn key_slots_take_over_a_real_openvpn_client_aes_256_gcm() {
-    slots_take_over_the_real_client("key_slots_take_over_a_real_openvpn_client_aes_256_gcm", DataCipher::Aes256Gcm);
+fn the_host_tunnel_takes_over_a_real_openvpn_client_aes_256_gcm() {
+    host_tunnel_takes_over_the_real_client(
+        "the_host_tunnel_takes_over_a_real_openvpn_client_aes_256_gcm",
+        DataCipher::Aes256Gcm,
+    );
 }
 
 #[test]
-fn key_slots_take_over_a_real_openvpn_client_chacha20_poly1305() {
-    slots_take_over_the_real_client(
-        "key_slots_take_over_a_real_openvpn_client_chacha20_poly1305",
+fn the_host_tunnel_takes_over_a_real_openvpn_client_chacha20_poly1305() {
+    host_tunnel_takes_over_the_real_client(
+        "the_host_tunnel_takes_over_a_real_openvpn_client_chacha20_poly1305",
         DataCipher::ChaCha20Poly1305,
     );
 }

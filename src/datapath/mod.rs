@@ -62,16 +62,37 @@ pub const RX_INDICATION_BATCH_MAX: usize = 1024;
 /// one record. Retained lists pin the NIC's receive buffers (msquic saw
 /// resource exhaustion from holding too many, datapath facts "WSK
 /// retention"); past the budget, data packets take the copy path.
-pub const RX_RETAINED_LISTS_MAX: u16 = table(64, 4);
+///
+/// 256 (was 64): WSK indicates short lists when the receive path keeps up
+/// (one to a few datagrams each), so 64 lists held only ~100 packets and a
+/// TCP burst through the host tunnel overflowed into the copy path and then
+/// dropped (`RxCopyPoolEmpty`, thousands per 10 s run; none at 256). What a
+/// list pins is still bounded by the RX slots: each retained list holds at
+/// least one slot, so at most [`RX_SLOTS_MAX`] lists, and each datagram of
+/// a list is at most a 2 KiB receive buffer; records are a few words each.
+pub const RX_RETAINED_LISTS_MAX: u16 = table(256, 4);
 
 /// RX slots: packets decrypted and queued for Advance or indicated to the OS
 /// and not yet returned. Each indicated packet carries one as its return
 /// context. The OS may hold indicated buffers indefinitely (datapath facts,
 /// EvtAdapterReturnRxBuffer), so this is the bound on what it can hold.
-pub const RX_SLOTS_MAX: u16 = table(1024, 8);
+///
+/// 2048 (was 1024), twice [`RX_PENDING_MAX`] so that a full pending queue
+/// leaves as many for packets the OS holds. The memory they pin is the
+/// datagrams' receive buffers: at most 2048 × 2 KiB = 4 MiB of nonpaged
+/// pool (a 1500-byte MTU), the slot table itself 2048 × 32 bytes.
+pub const RX_SLOTS_MAX: u16 = table(2048, 8);
 
 /// Decrypted packets waiting for the next RX Advance.
-pub const RX_PENDING_MAX: u16 = table(512, 8);
+///
+/// 1024 (was 512): with TCP offloads at the host tunnel's TUN device, the
+/// sender's bursts reach ~45 full-size segments per super-packet, and 512
+/// dropped tens of thousands per 40 s of iperf3 (`RxQueueFull`, each a TCP
+/// loss); 1024 cut single-stream drops to a few hundred and raised its
+/// throughput ~10 %. A pending packet pins one receive buffer (2 KiB), so
+/// this bound is 2 MiB; the queue itself is 1024 two-byte indices. Bursts
+/// beyond it are a link's tail drop, as they should be.
+pub const RX_PENDING_MAX: u16 = table(1024, 8);
 
 /// Pooled buffers of the copy path (multi-MDL datagrams, retention budget
 /// exhausted, TCP stream frames), [`RX_BUFFER_SIZE`] bytes each.

@@ -3,16 +3,15 @@
 //! - [`netns`]: namespaces, veth pairs, bounded commands, the skip rule
 //! - [`openvpn`]: a live client/server session and its data-channel keys
 //! - [`capture`]: AF_PACKET capture of one interface
-//! - [`slot_tunnel`]: a stand-in tunnel over the key slots, to be replaced
-//!   by the host tunnel tool over the real data path
+//! - [`datapath_rx`]: captured datagrams through the data path's RX
 
 // A support library: each test crate uses part of it.
 #![allow(dead_code)]
 
 pub mod capture;
+pub mod datapath_rx;
 pub mod netns;
 pub mod openvpn;
-pub mod slot_tunnel;
 
 /// A real-peer session for `test`, or `None` (after saying why) when this
 /// machine cannot run one and `OVPN_DCO_REQUIRE_REAL_PEER` is not `1`.

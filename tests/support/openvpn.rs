@@ -17,9 +17,8 @@
 use super::capture::{Capture, Direction, udp_datagrams};
 use super::netns::{COMMAND_TIMEOUT, NetNs, POLL_INTERVAL, WorkDir, run_bounded, unique_tag, veth_pair};
 use ovpn_dco::crypto::Cipher;
-use ovpn_dco::crypto::host::{HostCrypto, HostKey};
-use ovpn_dco::crypto::slots::{DirectionKey, NewKey, Slot, new_slot};
-use ovpn_dco::proto::aead_frame::Layout;
+use ovpn_dco::os::host::tunnel::TunnelKeys;
+use ovpn_dco::os::host::tunnel::keyfile::DirectionSecret;
 use ovpn_dco::proto::opcode::{DataHeader, P_DATA_V2};
 use ovpn_dco::proto::{KeyId, PeerId};
 use std::io::{BufRead, BufReader, Write};
@@ -84,8 +83,8 @@ pub struct DirectionKeys {
 }
 
 impl DirectionKeys {
-    fn as_direction_key(&self) -> DirectionKey<'_> {
-        DirectionKey { key: &self.key, key_len: self.key_len, nonce_tail: self.implicit_iv }
+    fn secret(&self) -> DirectionSecret {
+        DirectionSecret { key: self.key, nonce_tail: self.implicit_iv }
     }
 }
 
@@ -100,25 +99,26 @@ pub struct SessionKeys {
 }
 
 impl SessionKeys {
-    /// The key slot the client holds (encrypts client to server).
-    pub fn client_slot(&self) -> Slot<HostKey> {
-        self.slot(&self.client_to_server, &self.server_to_client)
+    /// What the client holds, as NEW_KEY gives it (encrypts client to
+    /// server).
+    pub fn client_keys(&self) -> TunnelKeys {
+        self.keys(&self.client_to_server, &self.server_to_client)
     }
 
-    /// The key slot the server holds (decrypts client to server).
-    pub fn server_slot(&self) -> Slot<HostKey> {
-        self.slot(&self.server_to_client, &self.client_to_server)
+    /// What the server holds (decrypts client to server).
+    pub fn server_keys(&self) -> TunnelKeys {
+        self.keys(&self.server_to_client, &self.client_to_server)
     }
 
-    fn slot(&self, encrypt: &DirectionKeys, decrypt: &DirectionKeys) -> Slot<HostKey> {
-        let new = NewKey {
-            key_id: self.key_id,
+    fn keys(&self, encrypt: &DirectionKeys, decrypt: &DirectionKeys) -> TunnelKeys {
+        TunnelKeys {
             cipher: self.cipher.cipher(),
-            layout: Layout::Standard,
-            encrypt: encrypt.as_direction_key(),
-            decrypt: decrypt.as_direction_key(),
-        };
-        new_slot(&HostCrypto, &new).expect("keys read from OpenVPN's log make a valid slot")
+            key_len: self.cipher.key_len(),
+            peer_id: self.peer_id,
+            key_id: self.key_id,
+            encrypt: encrypt.secret(),
+            decrypt: decrypt.secret(),
+        }
     }
 }
 

@@ -154,6 +154,18 @@ pub(crate) unsafe fn read_foreign_into(addr: *const u8, len: usize, out: &mut Ve
     }
 }
 
+/// The `len` bytes at a driver-supplied address, borrowed for as long as
+/// NetAdapterCx's upper layer reads an indicated fragment in place.
+///
+/// # Safety
+/// As for [`read_foreign_into`], for all of `'a`: the fragment's ReturnContext
+/// stays outstanding (so the driver neither writes nor frees the memory)
+/// until the borrow ends.
+pub(crate) unsafe fn foreign_slice<'a>(addr: *const u8, len: usize) -> &'a [u8] {
+    // SAFETY: caller's contract.
+    unsafe { core::slice::from_raw_parts(addr, len) }
+}
+
 /// Where a byte the driver must not write was found changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Damage {
@@ -410,6 +422,29 @@ mod tests {
         damage.clear();
         a.check(2, 4, &mut damage);
         assert!(damage.is_empty(), "reported once");
+    }
+
+    #[test]
+    fn a_wrapped_ownership_checks_both_unowned_ends_and_nothing_owned() {
+        // Packed elements (stride = size): no padding to check.
+        let mut a = ElementArray::new(64 + 8 * 8, 64, 8, 8, 8, 48..64);
+        let mut damage = Vec::new();
+        // The driver owns [6, 2): elements 6, 7, 0, 1.
+        for owned in [6u32, 7, 0, 1] {
+            a.block().write(64 + 8 * owned as usize, &[0xEE; 8]);
+        }
+        a.check(6, 2, &mut damage);
+        assert!(damage.is_empty(), "writes to owned elements are the driver's right: {damage:?}");
+        a.adopt(6, 2);
+        a.block().write(64 + 8 * 2, &[1]);
+        a.block().write(64 + 8 * 5 + 7, &[1]);
+        a.check(6, 2, &mut damage);
+        assert_eq!(damage, [Damage::Element(2), Damage::Element(5)]);
+        // Owning nothing: every element is checked.
+        damage.clear();
+        a.block().write(64 + 8 * 7, &[2]);
+        a.check(3, 3, &mut damage);
+        assert_eq!(damage, [Damage::Element(7)]);
     }
 
     #[test]

@@ -14,6 +14,8 @@
 mod memory;
 pub mod netadapter;
 pub mod os;
+#[cfg(target_os = "linux")]
+pub mod tunnel;
 pub mod verifier;
 mod wake;
 pub mod wsk;

@@ -45,7 +45,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Instant;
 use std::vec::Vec;
 
-use super::memory::{Block, Damage, ElementArray, read_foreign_into};
+use super::memory::{Block, Damage, ElementArray, foreign_slice, read_foreign_into};
 use super::verifier::{LoanKind, QueueKind, Rule, Verifier};
 use crate::netcx::extension::{NetExtension, NetPacketChecksum};
 use crate::netcx::fragment::{MAX_LENGTH, MAX_OFFSET, NetFragment};
@@ -269,6 +269,31 @@ pub struct CompletedTx {
     pub ignored: bool,
 }
 
+/// The OS above the adapter, when a program rather than a test plays it
+/// (the host tunnel: a TUN device). Without one, the model records every
+/// delivered and completed packet for the test to inspect
+/// ([`HostNetAdapter::delivered`], [`HostNetAdapter::completed`]). Either
+/// way, what reaches it has passed every check of the model.
+pub trait UpperLayer: Send + Sync + 'static {
+    /// An RX packet the driver indicated and the model validated, read in
+    /// place: `fragments` are the driver's buffers (each fragment's
+    /// `ValidLength` bytes at `VirtualAddress + Offset`), borrowed for the
+    /// call, as the stack above NetAdapterCx reads them before the buffers
+    /// go back to the driver (as [`Hold`] says).
+    fn deliver(&self, fragments: &[&[u8]]);
+
+    /// The end of one RX poll's deliveries (a stack that batches them
+    /// writes them now).
+    fn flush(&self) {}
+
+    /// A TX packet whose completion the OS saw.
+    fn completed(&self, packet: CompletedTx);
+}
+
+/// Fragments of one RX packet the upper layer reads in place; a packet of
+/// more is copied into one buffer first (the data path indicates one).
+pub const DELIVER_FRAGMENTS_MAX: usize = 8;
+
 /// Accounting of one adapter across queue generations.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -338,6 +363,15 @@ impl Signal {
     fn poke(&self, f: impl FnOnce(&mut SignalState)) {
         f(&mut self.lock());
         self.cv.notify_all();
+    }
+
+    /// New TX source packets. Only the first since the poll thread last
+    /// looked wakes it: it takes every queued packet when it does.
+    fn poke_work(&self) {
+        let was = core::mem::replace(&mut self.lock().work, true);
+        if !was {
+            self.cv.notify_all();
+        }
     }
 
     fn notify(&self, verifier: &Verifier, kind: QueueKind) {
@@ -798,8 +832,11 @@ struct Shared {
     completed: Mutex<Seen<CompletedTx>>,
     completed_cv: Wakeup,
     source: Mutex<VecDeque<(u64, TxPacket)>>,
+    /// Signalled when the TX poll thread takes packets from the source.
+    source_cv: Wakeup,
     next_tx_id: AtomicU64,
     stats: Mutex<Stats>,
+    upper: Option<Arc<dyn UpperLayer>>,
     sink: OnceLock<RxSink>,
     generator: Mutex<Option<TxGenerator>>,
 }
@@ -816,6 +853,7 @@ impl Shared {
 
 /// Buffers of one RX packet, held by the upper layer.
 struct Held {
+    /// Recycled through [`RxRunner::spare`]: no allocation per packet.
     contexts: Vec<usize>,
     /// None: until the test releases it.
     due: Option<Instant>,
@@ -833,13 +871,46 @@ struct RxRunner<D: AdapterDatapath> {
     held_fragments: u32,
     cancelled: bool,
     /// Reused per packet: context lists of returned packets, the packets
-    /// due for return, the bytes of the packet being delivered.
+    /// due for return, the contexts one [`RxRunner::return_due`] gives
+    /// back, the bytes of the packet being delivered, and its fragments
+    /// (address and length of each, valid while its contexts are
+    /// outstanding).
     spare_contexts: Vec<Vec<usize>>,
     due: Vec<Held>,
+    returning: Vec<usize>,
     bytes: Vec<u8>,
+    pieces: Vec<(usize, usize)>,
+    /// Counters of the current callback, added to [`Stats`] once per
+    /// callback rather than once per packet.
+    pending: RxCounts,
 }
 
+/// RX counters gathered over one callback.
+#[derive(Default)]
+struct RxCounts {
+    indicated: u64,
+    bytes: u64,
+    ignored: u64,
+    invalid: u64,
+}
+
+/// Context lists kept for reuse at most (one per RX ring element is plenty).
+const SPARE_CONTEXT_LISTS_MAX: usize = 1024;
+
 impl<D: AdapterDatapath> RxRunner<D> {
+    /// Adds the counters gathered since the last flush to [`Stats`].
+    fn flush_counts(&mut self) {
+        let c = core::mem::take(&mut self.pending);
+        let held = u64::from(self.held_fragments);
+        self.shared.stats(|s| {
+            s.rx_packets_indicated += c.indicated;
+            s.rx_bytes_indicated += c.bytes;
+            s.rx_packets_ignored += c.ignored;
+            s.rx_packets_dropped_invalid += c.invalid;
+            s.rx_max_held_fragments = s.rx_max_held_fragments.max(held);
+        });
+    }
+
     fn call(&mut self, cb: Callback) -> bool {
         let queue = &self.queue;
         let returned = self.core.invoke(cb, || match cb {
@@ -856,12 +927,26 @@ impl<D: AdapterDatapath> RxRunner<D> {
         self.consume(returned)
     }
 
-    fn return_buffer(&mut self, context: usize) {
-        self.core.verifier.give_back(QueueKind::Rx, LoanKind::RxReturnContext, context);
-        let datapath = &self.datapath;
-        let returned = self.core.invoke(Callback::ReturnRxBuffer, || datapath.return_rx_buffer(context));
-        self.shared.stats(|s| s.rx_fragments_returned += 1);
-        self.consume(returned);
+    /// EvtAdapterReturnRxBuffer once per context, back to back (as
+    /// NetAdapterCx returns a batch the upper layer gave back): the loans
+    /// come back under one verifier lock, the index checks run after each
+    /// call, the ring memory check after the last (see
+    /// [`Core::begin_returns`]), so a write made during any of them is
+    /// found, if not which one made it.
+    fn return_buffers(&mut self, contexts: &[usize]) {
+        if contexts.is_empty() {
+            return;
+        }
+        self.core.verifier.give_back_all(QueueKind::Rx, LoanKind::RxReturnContext, contexts);
+        self.core.begin_returns();
+        for &context in contexts {
+            let datapath = &self.datapath;
+            let returned = self.core.invoke(Callback::ReturnRxBuffer, || datapath.return_rx_buffer(context));
+            self.consume(returned);
+        }
+        self.core.end_returns(contexts.len());
+        let n = contexts.len() as u64;
+        self.shared.stats(|s| s.rx_fragments_returned += n);
     }
 
     /// Hands the driver every packet element and as many fragment elements
@@ -914,7 +999,7 @@ impl<D: AdapterDatapath> RxRunner<D> {
         for index in IndexRange::new(pm, r.packets.0, r.packets.1) {
             let b = self.core.read_packet(index);
             if b[PACKET_FLAGS_BYTE] & PACKET_IGNORE != 0 {
-                self.shared.stats(|s| s.rx_packets_ignored += 1);
+                self.pending.ignored += 1;
                 if b[..PACKET_FLAGS_BYTE].iter().any(|&x| x != 0)
                     || b[PACKET_FLAGS_BYTE] & !(PACKET_IGNORE | PACKET_SCRATCH) != 0
                 {
@@ -925,12 +1010,12 @@ impl<D: AdapterDatapath> RxRunner<D> {
                 }
                 continue;
             }
-            self.shared.stats(|s| s.rx_packets_indicated += 1);
+            self.pending.indicated += 1;
             let fragment_index = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
             let fragment_count = u16::from_le_bytes([b[4], b[5]]);
             if fragment_count == 0 {
                 self.core.report(Rule::InvalidRxPacket, std::format!("packet {index}: FragmentCount 0"));
-                self.shared.stats(|s| s.rx_packets_dropped_invalid += 1);
+                self.pending.invalid += 1;
                 continue;
             }
             let position = range_count(fm, f0, fragment_index);
@@ -944,12 +1029,18 @@ impl<D: AdapterDatapath> RxRunner<D> {
                         "packet {index}: fragments [{fragment_index}, +{fragment_count}) are not after the previous packet's within those returned in the same call [{f0}, {f1})"
                     ),
                 );
-                self.shared.stats(|s| s.rx_packets_dropped_invalid += 1);
+                self.pending.invalid += 1;
                 continue;
             }
             next_position = position + u32::from(fragment_count);
             self.translate(index, b, fragment_index, fragment_count);
         }
+        if self.pending.indicated > 0
+            && let Some(upper) = &self.shared.upper
+        {
+            upper.flush();
+        }
+        self.flush_counts();
         r.packets.0 != r.packets.1 || r.fragments.0 != r.fragments.1
     }
 
@@ -958,11 +1049,12 @@ impl<D: AdapterDatapath> RxRunner<D> {
         let fm = self.core.fragment_mask();
         let mut contexts = self.spare_contexts.pop().unwrap_or_default();
         contexts.clear();
+        self.pieces.clear();
         let mut bytes = core::mem::take(&mut self.bytes);
         bytes.clear();
-        // Counting only, one fragment: the sink reads it where it is.
-        let in_place = self.config.record == Record::Counts && count == 1;
-        let mut single: (usize, usize) = (0, 0);
+        // Counting only, one fragment, no upper layer: the sink reads it
+        // where it is.
+        let in_place = self.shared.upper.is_none() && self.config.record == Record::Counts && count == 1;
         let mut problem: Option<(Rule, String)> = None;
         for k in 0..count {
             let fi = advance_index(fm, first, u32::from(k));
@@ -1022,16 +1114,7 @@ impl<D: AdapterDatapath> RxRunner<D> {
                     ),
                 ))
             } else {
-                if in_place {
-                    single = (va + offset as usize, valid as usize);
-                } else {
-                    // SAFETY: the driver indicated this fragment: its
-                    // VirtualAddress is mapped for Capacity bytes while its
-                    // ReturnContext is outstanding, and Offset + ValidLength
-                    // ≤ Capacity (checked); the range overlaps no released
-                    // memory (checked).
-                    unsafe { read_foreign_into((va as *const u8).add(offset as usize), valid as usize, &mut bytes) };
-                }
+                self.pieces.push((va + offset as usize, valid as usize));
                 None
             };
         }
@@ -1043,43 +1126,77 @@ impl<D: AdapterDatapath> RxRunner<D> {
         };
         if let Some((rule, message)) = problem {
             self.core.report(rule, message);
-            self.shared.stats(|s| s.rx_packets_dropped_invalid += 1);
+            self.pending.invalid += 1;
         } else {
-            let checksum = self.core.mem.checksum.as_ref().map(|cs| {
-                let mut c = [0u8; 1];
-                cs.read_element(index, &mut c);
-                NetPacketChecksum::from_bits(c[0])
-            });
-            let view: &[u8] = if in_place {
-                // SAFETY: the fragment checked above (mapped for Capacity
-                // bytes while its ReturnContext is outstanding, which it is
-                // until the upper layer returns it after this; Offset +
-                // ValidLength ≤ Capacity; no released memory).
-                unsafe { core::slice::from_raw_parts(single.0 as *const u8, single.1) }
+            self.pending.bytes += self.pieces.iter().map(|&(_, len)| len as u64).sum::<u64>();
+            if let Some(upper) = &self.shared.upper {
+                let n = self.pieces.len();
+                if n <= DELIVER_FRAGMENTS_MAX {
+                    let mut slices: [&[u8]; DELIVER_FRAGMENTS_MAX] = [&[]; DELIVER_FRAGMENTS_MAX];
+                    for (slot, &(addr, len)) in slices.iter_mut().zip(&self.pieces) {
+                        // SAFETY: an indicated fragment in range (checked
+                        // above: written, mapped for Capacity, not in
+                        // released memory); its ReturnContext was just
+                        // lent and goes back only after `deliver`
+                        // returns, so the driver keeps it alive and
+                        // unwritten for the borrow.
+                        *slot = unsafe { foreign_slice(addr as *const u8, len) };
+                    }
+                    upper.deliver(&slices[..n]);
+                } else {
+                    // More pieces than the stack takes in place: one copy.
+                    self.copy_pieces(&mut bytes);
+                    upper.deliver(&[&bytes]);
+                }
             } else {
-                &bytes
-            };
-            let len = view.len() as u64;
-            if let Some(sink) = self.shared.sink.get() {
-                sink(view);
+                let checksum = self.core.mem.checksum.as_ref().map(|cs| {
+                    let mut c = [0u8; 1];
+                    cs.read_element(index, &mut c);
+                    NetPacketChecksum::from_bits(c[0])
+                });
+                let view: &[u8] = match self.pieces.first() {
+                    Some(&(addr, len)) if in_place => {
+                        // SAFETY: the fragment checked above (mapped for
+                        // Capacity bytes while its ReturnContext is
+                        // outstanding, which it is until the upper layer
+                        // returns it after this; Offset + ValidLength ≤
+                        // Capacity; no released memory).
+                        unsafe { foreign_slice(addr as *const u8, len) }
+                    }
+                    _ => {
+                        self.copy_pieces(&mut bytes);
+                        &bytes
+                    }
+                };
+                if let Some(sink) = self.shared.sink.get() {
+                    sink(view);
+                }
+                let mut seen = lock(&self.shared.delivered);
+                seen.count += 1;
+                if self.config.record == Record::Everything {
+                    let mut layout = [0u8; 5];
+                    layout.copy_from_slice(&b[6..11]);
+                    let layout = NetPacketLayout::from_bytes(layout);
+                    seen.items.push(DeliveredPacket { bytes: bytes.clone(), fragments: count, layout, checksum });
+                }
+                drop(seen);
+                self.shared.delivered_cv.notify_all();
             }
-            let mut seen = lock(&self.shared.delivered);
-            seen.count += 1;
-            if self.config.record == Record::Everything {
-                let mut layout = [0u8; 5];
-                layout.copy_from_slice(&b[6..11]);
-                let layout = NetPacketLayout::from_bytes(layout);
-                seen.items.push(DeliveredPacket { bytes: bytes.clone(), fragments: count, layout, checksum });
-            }
-            drop(seen);
-            self.shared.delivered_cv.notify_all();
-            self.shared.stats(|s| s.rx_bytes_indicated += len);
         }
         self.bytes = bytes;
         self.held_fragments += contexts.len() as u32;
-        let held = u64::from(self.held_fragments);
-        self.shared.stats(|s| s.rx_max_held_fragments = s.rx_max_held_fragments.max(held));
         self.held.push_back(Held { contexts, due });
+    }
+
+    /// The translated packet's bytes, copied out of the driver's buffers
+    /// into `bytes`.
+    fn copy_pieces(&self, bytes: &mut Vec<u8>) {
+        for &(addr, len) in &self.pieces {
+            // SAFETY: as in `translate`: a checked fragment (mapped for
+            // Capacity bytes, Offset + ValidLength ≤ Capacity, no released
+            // memory) whose ReturnContext is outstanding.
+            unsafe { read_foreign_into(addr as *const u8, len, bytes) };
+        }
     }
 
     /// Returns held buffers that are due (all of them with `force`).
@@ -1100,19 +1217,19 @@ impl<D: AdapterDatapath> RxRunner<D> {
             }
         }
         let any = !due.is_empty();
-        let mut calls = 0;
-        self.core.begin_returns();
+        let mut returning = core::mem::take(&mut self.returning);
+        returning.clear();
         for mut h in due.drain(..) {
             self.held_fragments -= h.contexts.len() as u32;
-            for &context in &h.contexts {
-                self.return_buffer(context);
-                calls += 1;
+            returning.extend_from_slice(&h.contexts);
+            if self.spare_contexts.len() < SPARE_CONTEXT_LISTS_MAX {
+                h.contexts.clear();
+                self.spare_contexts.push(h.contexts);
             }
-            h.contexts.clear();
-            self.spare_contexts.push(h.contexts);
         }
-        self.core.end_returns(calls);
         self.due = due;
+        self.return_buffers(&returning);
+        self.returning = returning;
         any
     }
 
@@ -1345,18 +1462,29 @@ fn infer_layout(payload: &[u8]) -> NetPacketLayout {
     layout
 }
 
-/// `payload` in `n` nearly equal pieces (the last ones one byte shorter).
-fn split(payload: &[u8], n: usize) -> Vec<&[u8]> {
+/// The first byte of `bytes` that is not `fill`.
+fn first_not(bytes: &[u8], fill: u8) -> Option<usize> {
+    const CHUNK: usize = 64;
+    let pattern = [fill; CHUNK];
+    let mut chunks = bytes.chunks_exact(CHUNK);
+    let clean = chunks.by_ref().all(|c| c == pattern) && chunks.remainder().iter().all(|&b| b == fill);
+    if clean { None } else { bytes.iter().position(|&b| b != fill) }
+}
+
+/// Piece `i` of `payload` cut into `n` nearly equal pieces (the last ones
+/// one byte shorter); `n` is at least 1 and at most the payload's length.
+fn piece(payload: &[u8], n: usize, i: usize) -> &[u8] {
     let n = n.clamp(1, payload.len().max(1));
     let (size, extra) = (payload.len() / n, payload.len() % n);
-    let mut out = Vec::with_capacity(n);
-    let mut at = 0;
-    for i in 0..n {
-        let len = size + usize::from(i < extra);
-        out.push(&payload[at..at + len]);
-        at += len;
-    }
-    out
+    let at = i * size + i.min(extra);
+    &payload[at..at + size + usize::from(i < extra)]
+}
+
+/// `payload` in `n` nearly equal pieces (the last ones one byte shorter).
+#[cfg(test)]
+fn split(payload: &[u8], n: usize) -> Vec<&[u8]> {
+    let n = n.clamp(1, payload.len().max(1));
+    (0..n).map(|i| piece(payload, n, i)).collect()
 }
 
 impl<Q: PacketQueue> TxRunner<Q> {
@@ -1407,6 +1535,9 @@ impl<Q: PacketQueue> TxRunner<Q> {
                     None => None,
                 }
             };
+            if next.is_some() {
+                self.shared.source_cv.notify_all();
+            }
             let Some((id, packet)) = next.or_else(|| self.generate()) else { break };
             if self.fragments_needed(&packet) > free_fragments {
                 // Generated but too many fragments for now: first in line.
@@ -1460,9 +1591,9 @@ impl<Q: PacketQueue> TxRunner<Q> {
         let count = self.fragments_needed(&packet);
         let first = self.core.fragments.end;
         let mut buffers = self.spare_lists.pop().unwrap_or_default();
-        let chunks = if count == 0 { Vec::new() } else { split(&packet.payload, count as usize) };
         let mut source = 0;
-        for (k, chunk) in chunks.iter().enumerate() {
+        for k in 0..count as usize {
+            let chunk = piece(&packet.payload, count as usize, k);
             let (lead, backfill) = if k == 0 {
                 (self.config.tx_first_fragment_offset as usize, self.config.tx_backfill as usize)
             } else {
@@ -1585,12 +1716,17 @@ impl<Q: PacketQueue> TxRunner<Q> {
             s.tx_packets_completed += 1;
             s.tx_bytes_completed += len;
         });
+        let completed = CompletedTx { id: posted.id, payload: posted.payload, ignored: posted.ignored };
+        if let Some(upper) = &self.shared.upper {
+            upper.completed(completed);
+            return;
+        }
         let mut seen = lock(&self.shared.completed);
         seen.count += 1;
         if self.config.record == Record::Everything {
-            seen.items.push(CompletedTx { id: posted.id, payload: posted.payload, ignored: posted.ignored });
+            seen.items.push(completed);
         } else if self.spare_payloads.len() < TX_BLOCK_POOL {
-            self.spare_payloads.push(posted.payload);
+            self.spare_payloads.push(completed.payload);
         }
         drop(seen);
         self.shared.completed_cv.notify_all();
@@ -1601,7 +1737,7 @@ impl<Q: PacketQueue> TxRunner<Q> {
         if !block.all(TX_POISON) {
             scratch.resize(block.len(), 0);
             block.read(0, scratch);
-            let at = scratch.iter().position(|&b| b != TX_POISON).unwrap_or(0);
+            let at = first_not(scratch, TX_POISON).unwrap_or(0);
             core.report(
                 Rule::TxPayloadModified,
                 std::format!(
@@ -1707,6 +1843,54 @@ impl<Q: PacketQueue> Draining for TxRunner<Q> {
     }
 }
 
+/// The protocol's end of the TX packet source, for any thread: what it
+/// sends is posted to the driver by the TX poll thread, in order.
+#[derive(Clone)]
+pub struct PacketSource {
+    shared: Arc<Shared>,
+    notifier: Notifier,
+}
+
+impl PacketSource {
+    /// Queues `packet` for posting; returns its id (as in [`CompletedTx`]).
+    pub fn send(&self, packet: TxPacket) -> u64 {
+        let id = self.shared.next_tx_id.fetch_add(1, Ordering::Relaxed);
+        lock(&self.shared.source).push_back((id, packet));
+        self.notifier.tx.poke_work();
+        id
+    }
+
+    /// [`PacketSource::send`], once fewer than `limit` packets wait to be
+    /// posted (a protocol's send queue is bounded too). Gives the packet
+    /// back if that did not happen within `timeout`.
+    pub fn send_bounded(&self, packet: TxPacket, limit: usize, timeout: Duration) -> Result<u64, TxPacket> {
+        let limit = limit.max(1);
+        let mut source = lock(&self.shared.source);
+        if source.len() >= limit {
+            source = self
+                .shared
+                .source_cv
+                .wait_timeout_while(source, timeout, |s| s.len() >= limit)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        if source.len() >= limit {
+            return Err(packet);
+        }
+        let id = self.shared.next_tx_id.fetch_add(1, Ordering::Relaxed);
+        source.push_back((id, packet));
+        drop(source);
+        self.notifier.tx.poke_work();
+        Ok(id)
+    }
+}
+
+impl core::fmt::Debug for PacketSource {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PacketSource").finish_non_exhaustive()
+    }
+}
+
 struct Running {
     rx: JoinHandle<Core>,
     tx: JoinHandle<Core>,
@@ -1736,6 +1920,18 @@ where
     /// `notify_tx` to `notifier`.
     pub fn new(datapath: Arc<D>, notifier: Notifier, config: ModelConfig) -> Self {
         Self { datapath, config, notifier, shared: Arc::default(), running: None, retired: Vec::new() }
+    }
+
+    /// An adapter whose received and completed packets go to `upper`
+    /// instead of being recorded.
+    pub fn with_upper_layer(
+        datapath: Arc<D>,
+        notifier: Notifier,
+        config: ModelConfig,
+        upper: Arc<dyn UpperLayer>,
+    ) -> Self {
+        let shared = Arc::new(Shared { upper: Some(upper), ..Shared::default() });
+        Self { datapath, config, notifier, shared, running: None, retired: Vec::new() }
     }
 
     pub fn verifier(&self) -> &Arc<Verifier> {
@@ -1787,7 +1983,10 @@ where
             cancelled: false,
             spare_contexts: Vec::new(),
             due: Vec::new(),
+            returning: Vec::new(),
             bytes: Vec::new(),
+            pieces: Vec::new(),
+            pending: RxCounts::default(),
         };
         let tx = TxRunner {
             queue: tx_queue,
@@ -1842,10 +2041,12 @@ where
 
     /// The protocol sends `packet`; returns its id (as in [`CompletedTx`]).
     pub fn send(&self, packet: TxPacket) -> u64 {
-        let id = self.shared.next_tx_id.fetch_add(1, Ordering::Relaxed);
-        lock(&self.shared.source).push_back((id, packet));
-        self.notifier.tx.poke(|s| s.work = true);
-        id
+        self.source().send(packet)
+    }
+
+    /// A handle through which other threads send (see [`PacketSource`]).
+    pub fn source(&self) -> PacketSource {
+        PacketSource { shared: self.shared.clone(), notifier: self.notifier.clone() }
     }
 
     /// The upper layer also hands every delivered RX packet's bytes to
@@ -2018,6 +2219,31 @@ mod tests {
         assert_eq!(poisoned_rx_fragment(), 0x3FFF_FFFF_FFFF_FFFF);
         let f = NetFragment::from_bits(poisoned_rx_fragment());
         assert_eq!((f.offset(), f.valid_length(), f.capacity()), (MAX_OFFSET, MAX_LENGTH, MAX_LENGTH));
+    }
+
+    #[test]
+    fn changes_outside_the_writable_bytes_are_found_at_their_offset() {
+        // Lead 0..10, backfill 10..20 (the driver's), payload 20..120.
+        let payload: Vec<u8> = (0..100).map(|i| i as u8).collect();
+        let block = Block::new(120, TX_LEAD_FILL);
+        block.fill(10, 10, TX_BACKFILL_FILL);
+        block.write(20, &payload);
+        let buffer = TxBuffer { block, writable: 10..20, data: 20..120, source: 0..100 };
+        let mut scratch = Vec::new();
+        assert!(buffer.intact(&payload));
+        buffer.block.write(12, &[0]);
+        assert!(buffer.intact(&payload), "inside the backfill");
+        buffer.block.write(70, &[payload[50] ^ 1]);
+        assert!(!buffer.intact(&payload));
+        assert_eq!(buffer.first_change(&payload, &mut scratch), 70);
+        buffer.block.write(3, &[!TX_LEAD_FILL]);
+        assert_eq!(buffer.first_change(&payload, &mut scratch), 3);
+        let mut poisoned = std::vec![TX_POISON; 200];
+        assert_eq!(first_not(&poisoned, TX_POISON), None);
+        poisoned[130] = 0;
+        poisoned[199] = 0;
+        assert_eq!(first_not(&poisoned, TX_POISON), Some(130));
+        assert_eq!(first_not(&poisoned[131..], TX_POISON), Some(68));
     }
 
     #[test]

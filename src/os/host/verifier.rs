@@ -233,6 +233,27 @@ impl Verifier {
         self.report(queue, rule, std::format!("{kind:?} {id:#x} {what}"));
     }
 
+    /// [`Verifier::give_back`] of each of `ids`, under one lock (a batch of
+    /// returns, as NetAdapterCx makes them).
+    pub fn give_back_all(&self, queue: QueueKind, kind: LoanKind, ids: &[usize]) {
+        let mut s = self.lock();
+        for &id in ids {
+            if s.outstanding.remove(&(kind, id)) {
+                continue;
+            }
+            let (rule, what) = if s.ever_lent.contains(&(kind, id)) {
+                (Rule::ReturnedTwice, "given back twice")
+            } else {
+                (Rule::ReturnedNotLent, "given back but never lent")
+            };
+            if s.violations.len() < MAX_RECORDED_VIOLATIONS {
+                s.violations.push(Violation { rule, queue, message: std::format!("{kind:?} {id:#x} {what}") });
+            } else {
+                s.unrecorded += 1;
+            }
+        }
+    }
+
     /// Whether `id` of `kind` is lent and not back.
     pub fn is_outstanding(&self, kind: LoanKind, id: usize) -> bool {
         self.lock().outstanding.contains(&(kind, id))
@@ -263,10 +284,13 @@ impl Verifier {
 
     /// The first released range that `range` overlaps, if any.
     pub fn released_overlap(&self, range: Range<usize>) -> Option<Range<usize>> {
-        if range.is_empty() {
-            return None;
-        }
         let s = self.lock();
+        if range.is_empty() {
+            // An empty fragment still points somewhere: into a range that
+            // strictly contains its position.
+            let around = s.released.range(..range.start).next_back().filter(|(_, end)| **end > range.start);
+            return around.map(|(&start, &end)| start..end);
+        }
         // The range starting at or before `range` may reach into it; else
         // the first one starting inside it.
         let before = s.released.range(..=range.start).next_back().filter(|(_, end)| **end > range.start);

@@ -144,10 +144,10 @@ impl WskProvider {
         );
         match &self.network {
             Network::Real => {
-                let sock = udp::bind_udp(local, ipv6_only)?;
+                let sock = udp::bind_udp(local, ipv6_only, self.config.receive.socket_buffer)?;
                 let local = sock.local_addr().map_err(|e| udp::status_of(&e))?;
                 let rx_sock = sock.try_clone().map_err(|e| udp::status_of(&e))?;
-                let wire = DatagramWire::Udp(udp::UdpWire { sock });
+                let wire = DatagramWire::Udp(udp::UdpWire::new(sock));
                 let inner = Arc::new(DatagramInner::new(common, rx, tx, wire, local, remote));
                 let mut threads = Vec::new();
                 for _ in 0..self.config.receive.threads.max(1) {

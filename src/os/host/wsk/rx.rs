@@ -90,6 +90,11 @@ pub struct ReceiveConfig {
     /// Threads delivering receive events, so that one socket's events run
     /// concurrently with each other as on several CPUs (threaded delivery).
     pub threads: usize,
+    /// A real UDP socket's receive and send buffer sizes (SO_RCVBUF /
+    /// SO_SNDBUF, forced past the system limit when privileged): room for
+    /// bursts while receive events run, as AFD buffers for a WSK socket.
+    /// `None`: the system default.
+    pub socket_buffer: Option<usize>,
 }
 
 impl Default for ReceiveConfig {
@@ -103,6 +108,7 @@ impl Default for ReceiveConfig {
             capacity: 2048,
             poison: true,
             threads: 1,
+            socket_buffer: None,
         }
     }
 }

@@ -374,8 +374,16 @@ impl TxEngine {
             wire.transmit(&[out], &mut r);
             self.complete(slot, r[0], len);
         } else {
-            lock(&self.state).pending.push_back(out);
-            self.wake.notify_all();
+            let first = {
+                let mut st = lock(&self.state);
+                st.pending.push_back(out);
+                st.pending.len() == 1
+            };
+            // Only the send that finds the queue empty wakes the socket
+            // thread: it takes everything queued until it gets there.
+            if first {
+                self.wake.notify_all();
+            }
         }
         Ok(())
     }

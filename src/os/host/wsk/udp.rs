@@ -103,7 +103,7 @@ fn zeroed_mmsghdr() -> libc::mmsghdr {
 
 /// A bound UDP socket: IPv6 sockets get IPV6_V6ONLY as asked (dual stack
 /// otherwise), and a receive timeout so the receive thread sees close.
-pub(crate) fn bind_udp(local: SocketAddr, ipv6_only: bool) -> Result<UdpSocket, NtStatus> {
+pub(crate) fn bind_udp(local: SocketAddr, ipv6_only: bool, buffer: Option<usize>) -> Result<UdpSocket, NtStatus> {
     let domain = if local.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
     // SAFETY: plain socket(2) call; the fd it returns is owned below.
     let fd = unsafe { libc::socket(domain, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
@@ -128,6 +128,21 @@ pub(crate) fn bind_udp(local: SocketAddr, ipv6_only: bool) -> Result<UdpSocket, 
             return Err(status_of(&std::io::Error::last_os_error()));
         }
     }
+    if let Some(size) = buffer {
+        let size = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
+        for (force, plain) in [(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF), (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)] {
+            // SAFETY: a valid fd and a c_int option value of the right size.
+            // The forced option needs CAP_NET_ADMIN; without it the plain one
+            // is capped by the system limit, which is all it can be.
+            unsafe {
+                let value = (&size as *const libc::c_int).cast();
+                let len = size_of::<libc::c_int>() as libc::socklen_t;
+                if libc::setsockopt(fd, libc::SOL_SOCKET, force, value, len) < 0 {
+                    libc::setsockopt(fd, libc::SOL_SOCKET, plain, value, len);
+                }
+            }
+        }
+    }
     let mut storage = zeroed_storage();
     let len = to_libc(local, &mut storage);
     // SAFETY: `storage` holds a sockaddr of `len` bytes.
@@ -139,59 +154,166 @@ pub(crate) fn bind_udp(local: SocketAddr, ipv6_only: bool) -> Result<UdpSocket, 
     Ok(sock)
 }
 
-/// The send half: `sendmmsg` from the slot buffers.
+/// `UDP_SEGMENT` (linux/udp.h): the send's payload is cut into datagrams of
+/// this many bytes (the last may be shorter) by the kernel, after one pass
+/// through the socket, routing and the device queue.
+const UDP_SEGMENT: libc::c_int = 103;
+
+/// Datagrams one segmented send carries at most (UDP_MAX_SEGMENTS in
+/// linux/udp.h is 64 on older kernels).
+const GSO_SEGMENTS_MAX: usize = 64;
+
+/// Bytes one segmented send carries at most: an IP datagram's 65535 less
+/// the largest IPv6 and UDP headers, rounded down.
+const GSO_BYTES_MAX: usize = 65_000;
+
+/// Control-message room for one `UDP_SEGMENT` (CMSG_SPACE of a u16), in
+/// u64s so that the buffer is aligned for `cmsghdr`.
+const GSO_CMSG_WORDS: usize = 4;
+
+/// Segmented sends refused in a row before the wire stops trying them (a
+/// kernel without `UDP_SEGMENT`; a single refusal, e.g. a datagram larger
+/// than the path MTU, only sends that run one datagram per message).
+const GSO_REFUSALS_MAX: u32 = 8;
+
+/// The send half: `sendmmsg` from the slot buffers. Runs of equal-size
+/// datagrams to one remote (a bulk transfer's) go as one segmented send
+/// (`UDP_SEGMENT`, one iovec per slot: still no copy), which saves the
+/// kernel the per-datagram trip through routing and the device queue; the
+/// datagrams on the wire are the same.
 pub(crate) struct UdpWire {
     pub sock: UdpSocket,
+    /// Segmented sends refused in a row.
+    refusals: core::sync::atomic::AtomicU32,
+}
+
+/// Consecutive datagrams of a batch that go in one message.
+#[derive(Clone, Copy)]
+struct Group {
+    start: usize,
+    end: usize,
+    segment: usize,
+}
+
+/// Cuts `chunk` into messages: with `gso`, a run to one remote whose
+/// datagrams all have the first one's length except a shorter last one.
+fn groups(chunk: &[Outgoing], gso: bool, out: &mut Vec<Group>) {
+    out.clear();
+    let mut i = 0;
+    while i < chunk.len() {
+        let (first, segment) = (&chunk[i], chunk[i].len);
+        let mut end = i + 1;
+        let mut bytes = segment;
+        while gso && end < chunk.len() && end - i < GSO_SEGMENTS_MAX {
+            let next = &chunk[end];
+            if next.remote != first.remote || next.len > segment || next.len == 0 || bytes + next.len > GSO_BYTES_MAX {
+                break;
+            }
+            bytes += next.len;
+            end += 1;
+            if next.len < segment {
+                break;
+            }
+        }
+        out.push(Group { start: i, end, segment });
+        i = end;
+    }
 }
 
 impl UdpWire {
+    pub fn new(sock: UdpSocket) -> Self {
+        Self { sock, refusals: core::sync::atomic::AtomicU32::new(0) }
+    }
+
     pub fn transmit(&self, batch: &[Outgoing], results: &mut [WireResult]) {
+        let gso = self.refusals.load(Ordering::Relaxed) < GSO_REFUSALS_MAX;
+        self.send(batch, results, gso);
+    }
+
+    fn send(&self, batch: &[Outgoing], results: &mut [WireResult], gso: bool) {
         let fd = self.sock.as_raw_fd();
         let v6 = matches!(self.sock.local_addr(), Ok(SocketAddr::V6(_)));
+        let mut groups_of_chunk = Vec::new();
         for (chunk, res) in batch.chunks(LIST_LEN_MAX).zip(results.chunks_mut(LIST_LEN_MAX)) {
-            let mut names: Vec<libc::sockaddr_storage> = (0..chunk.len()).map(|_| zeroed_storage()).collect();
-            let mut iovs: Vec<libc::iovec> = Vec::with_capacity(chunk.len());
-            let mut lens: Vec<libc::socklen_t> = Vec::with_capacity(chunk.len());
-            let mut hdrs: Vec<libc::mmsghdr> = (0..chunk.len()).map(|_| zeroed_mmsghdr()).collect();
-            for (o, name) in chunk.iter().zip(names.iter_mut()) {
+            groups(chunk, gso, &mut groups_of_chunk);
+            let n = groups_of_chunk.len();
+            let mut names: Vec<libc::sockaddr_storage> = (0..n).map(|_| zeroed_storage()).collect();
+            let mut lens: Vec<libc::socklen_t> = Vec::with_capacity(n);
+            let mut iovs: Vec<libc::iovec> =
+                chunk.iter().map(|o| libc::iovec { iov_base: o.data.as_ptr().cast(), iov_len: o.len }).collect();
+            let mut controls: Vec<[u64; GSO_CMSG_WORDS]> = std::vec![[0; GSO_CMSG_WORDS]; n];
+            let mut hdrs: Vec<libc::mmsghdr> = (0..n).map(|_| zeroed_mmsghdr()).collect();
+            for (g, name) in groups_of_chunk.iter().zip(names.iter_mut()) {
                 // A dual-stack socket reaches IPv4 peers through mapped addresses.
-                let to = match (v6, o.remote) {
+                let to = match (v6, chunk[g.start].remote) {
                     (true, SocketAddr::V4(a)) => {
                         SocketAddr::V6(SocketAddrV6::new(a.ip().to_ipv6_mapped(), a.port(), 0, 0))
                     }
                     (_, a) => a,
                 };
                 lens.push(to_libc(to, name));
-                iovs.push(libc::iovec { iov_base: o.data.as_ptr().cast(), iov_len: o.len });
             }
-            for (((h, name), iov), len) in hdrs.iter_mut().zip(names.iter_mut()).zip(iovs.iter_mut()).zip(&lens) {
-                h.msg_hdr.msg_name = (name as *mut libc::sockaddr_storage).cast();
-                h.msg_hdr.msg_namelen = *len;
-                h.msg_hdr.msg_iov = iov;
-                h.msg_hdr.msg_iovlen = 1;
+            for (k, g) in groups_of_chunk.iter().enumerate() {
+                let h = &mut hdrs[k].msg_hdr;
+                h.msg_name = (&mut names[k] as *mut libc::sockaddr_storage).cast();
+                h.msg_namelen = lens[k];
+                h.msg_iov = iovs[g.start..].as_mut_ptr();
+                h.msg_iovlen = g.end - g.start;
+                if g.end - g.start > 1 {
+                    let segment = u16::try_from(g.segment).unwrap_or(u16::MAX);
+                    h.msg_control = controls[k].as_mut_ptr().cast();
+                    // SAFETY: CMSG_SPACE of a u16 (24 bytes) fits the
+                    // 32-byte, 8-aligned control buffer of this message,
+                    // which CMSG_FIRSTHDR then points into.
+                    unsafe {
+                        h.msg_controllen = libc::CMSG_SPACE(2) as usize;
+                        let c = libc::CMSG_FIRSTHDR(h);
+                        (*c).cmsg_level = libc::SOL_UDP;
+                        (*c).cmsg_type = UDP_SEGMENT;
+                        (*c).cmsg_len = libc::CMSG_LEN(2) as usize;
+                        libc::CMSG_DATA(c).cast::<u16>().write_unaligned(segment);
+                    }
+                }
             }
             let mut done = 0;
-            while done < chunk.len() {
+            while done < n {
                 let rest = &mut hdrs[done..];
-                // SAFETY: every header points at a sockaddr and one iovec
-                // over an in-flight slot buffer (the transport's until its
-                // completion), all alive for this call.
-                let n = unsafe { libc::sendmmsg(fd, rest.as_mut_ptr(), rest.len() as libc::c_uint, 0) };
-                if n <= 0 {
+                // SAFETY: every header points at a sockaddr, its iovecs over
+                // in-flight slot buffers (the transport's until their
+                // completions) and its control buffer, all alive for this
+                // call.
+                let sent = unsafe { libc::sendmmsg(fd, rest.as_mut_ptr(), rest.len() as libc::c_uint, 0) };
+                if sent <= 0 {
                     let e = std::io::Error::last_os_error();
                     if e.kind() == std::io::ErrorKind::Interrupted {
                         continue;
                     }
-                    // The first unsent datagram failed: complete it with the
-                    // error and carry on with the rest.
-                    res[done] = (status_of(&e), 0);
+                    let g = groups_of_chunk[done];
+                    if g.end - g.start > 1 {
+                        // Segmentation refused: this run one datagram per
+                        // message.
+                        self.refusals.fetch_add(1, Ordering::Relaxed);
+                        self.send(&chunk[g.start..g.end], &mut res[g.start..g.end], false);
+                        done += 1;
+                        continue;
+                    }
+                    // The first unsent message failed: complete its
+                    // datagrams with the error and carry on with the rest.
+                    for r in &mut res[g.start..g.end] {
+                        *r = (status_of(&e), 0);
+                    }
                     done += 1;
                     continue;
                 }
-                for i in done..done + n as usize {
-                    res[i] = (NtStatus::SUCCESS, hdrs[i].msg_len as usize);
+                if groups_of_chunk[done..done + sent as usize].iter().any(|g| g.end - g.start > 1) {
+                    self.refusals.store(0, Ordering::Relaxed);
                 }
-                done += n as usize;
+                for g in &groups_of_chunk[done..done + sent as usize] {
+                    for (r, o) in res[g.start..g.end].iter_mut().zip(&chunk[g.start..g.end]) {
+                        *r = (NtStatus::SUCCESS, o.len);
+                    }
+                }
+                done += sent as usize;
             }
         }
     }
@@ -271,5 +393,36 @@ pub(crate) fn receive_loop(inner: &DatagramInner, sock: &UdpSocket) {
             }
         }
         inner.rx.indicate(list, &filled, &*inner.events);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::os::SendSlot;
+    use core::ptr::NonNull;
+
+    fn out(len: usize, port: u16) -> Outgoing {
+        let remote = SocketAddr::from(([127, 0, 0, 1], port));
+        Outgoing { slot: SendSlot(0), data: NonNull::dangling(), len, remote }
+    }
+
+    fn cut(batch: &[Outgoing], gso: bool) -> Vec<(usize, usize)> {
+        let mut g = Vec::new();
+        groups(batch, gso, &mut g);
+        g.iter().map(|g| (g.start, g.end)).collect()
+    }
+
+    #[test]
+    fn equal_datagrams_to_one_remote_share_a_message_and_a_shorter_one_ends_it() {
+        let b = [out(1400, 1), out(1400, 1), out(900, 1), out(1400, 1), out(1400, 2), out(1500, 2), out(1400, 2)];
+        // [0,3): two full and a shorter last; then 3 alone (next remote);
+        // 4 alone (5 is longer); [5,7).
+        assert_eq!(cut(&b, true), [(0, 3), (3, 4), (4, 5), (5, 7)]);
+        assert_eq!(cut(&b, false).len(), b.len(), "one datagram per message without segmentation");
+        let many: Vec<Outgoing> = (0..100).map(|_| out(500, 1)).collect();
+        assert_eq!(cut(&many, true), [(0, 64), (64, 100)], "at most 64 segments per send");
+        let big: Vec<Outgoing> = (0..60).map(|_| out(1400, 1)).collect();
+        assert_eq!(cut(&big, true)[0], (0, 46), "at most 65000 bytes per send");
     }
 }
