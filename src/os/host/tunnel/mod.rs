@@ -679,42 +679,7 @@ impl HostTunnel {
 
     /// Every drop reason with a non-zero count, as `Reason=count` words.
     pub fn drop_summary(&self) -> String {
-        use crate::datapath::DropReason::*;
-        let all = [
-            RxNullMdl,
-            RxBatchOverflow,
-            RxTooLong,
-            RxUnmapped,
-            RxMalformed,
-            RxNoSource,
-            RxUnknownPeer,
-            RxUnknownKey,
-            RxReplay,
-            RxAuthFailed,
-            RxDecrypt,
-            RxNotIp,
-            RxSourceNotAllowed,
-            RxNoSlot,
-            RxCopyPoolEmpty,
-            RxQueueFull,
-            RxQueueStopped,
-            RxCancelled,
-            RxStreamBroken,
-            RxBadReturnContext,
-            TxUnroutable,
-            TxNoKey,
-            TxOversize,
-            TxMalformed,
-            TxEncrypt,
-            TxSendRefused,
-            TxSendFailed,
-            TxCancelled,
-            TxNoTransport,
-            TxNoSendSlot,
-        ];
-        let drops = self.datapath().drops();
-        let words: Vec<String> =
-            all.iter().filter(|r| drops.get(**r) > 0).map(|r| std::format!("{r:?}={}", drops.get(*r))).collect();
+        let words: Vec<String> = self.datapath().drops().nonzero().map(|(r, n)| std::format!("{r:?}={n}")).collect();
         words.join(" ")
     }
 
