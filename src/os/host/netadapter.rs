@@ -818,6 +818,19 @@ struct Seen<T> {
     count: usize,
 }
 
+/// Waits on `wakeup` until `count` packets were seen; false on timeout.
+trait WaitForCount {
+    fn wait_for_count(&self, wakeup: &Wakeup, count: usize, timeout: Duration) -> bool;
+}
+
+impl<T> WaitForCount for Mutex<Seen<T>> {
+    fn wait_for_count(&self, wakeup: &Wakeup, count: usize, timeout: Duration) -> bool {
+        let (guard, _) =
+            wakeup.wait_timeout_while(lock(self), timeout, |d| d.count < count).unwrap_or_else(|p| p.into_inner());
+        guard.count >= count
+    }
+}
+
 impl<T> Default for Seen<T> {
     fn default() -> Self {
         Self { items: Vec::new(), count: 0 }
@@ -2084,13 +2097,7 @@ where
 
     /// Waits until at least `count` RX packets were delivered.
     pub fn wait_delivered(&self, count: usize, timeout: Duration) -> bool {
-        let guard = lock(&self.shared.delivered);
-        let (guard, _) = self
-            .shared
-            .delivered_cv
-            .wait_timeout_while(guard, timeout, |d| d.count < count)
-            .unwrap_or_else(|p| p.into_inner());
-        guard.count >= count
+        self.shared.delivered.wait_for_count(&self.shared.delivered_cv, count, timeout)
     }
 
     /// TX packets completed so far, in completion (ring) order (none kept
@@ -2106,13 +2113,7 @@ where
 
     /// Waits until at least `count` TX packets were completed.
     pub fn wait_completed(&self, count: usize, timeout: Duration) -> bool {
-        let guard = lock(&self.shared.completed);
-        let (guard, _) = self
-            .shared
-            .completed_cv
-            .wait_timeout_while(guard, timeout, |d| d.count < count)
-            .unwrap_or_else(|p| p.into_inner());
-        guard.count >= count
+        self.shared.completed.wait_for_count(&self.shared.completed_cv, count, timeout)
     }
 
     /// The upper layer lets go of every RX buffer it holds now
