@@ -46,28 +46,46 @@ fn status_of(log: &Log, id: u64) -> Option<NtStatus> {
     log.lock().unwrap().iter().find(|(i, _)| *i == id).map(|(_, s)| *s)
 }
 
+/// An adapter over the in-memory loopback whose send completions come
+/// `completion_delay` late (so a socket with a send in flight cannot close
+/// yet), with a timer thread and a log of request completions.
+struct Fixture {
+    adapter: Arc<Adapter<HostOs, Req>>,
+    os: Arc<HostOs>,
+    wv: Arc<WskVerifier>,
+    log: Log,
+    _timer: TimerThread,
+}
+
+impl Fixture {
+    fn new(completion_delay: Duration) -> Self {
+        let hub = LoopbackHub::new(LoopbackConfig::default());
+        let wv = WskVerifier::new();
+        let config = WskConfig {
+            send: SendConfig { completion: CompletionMode::Delayed(completion_delay), ..Default::default() },
+            ..Default::default()
+        };
+        let wsk = WskProvider::new(Network::Loopback(hub), config, wv.clone());
+        let os = Arc::new(HostOs::new(wsk, Notifier::new(Verifier::new())));
+        let adapter: Arc<Adapter<HostOs, Req>> = Arc::new(Adapter::new(os.clone()));
+        let weak = Arc::downgrade(&adapter);
+        let _timer = TimerThread::spawn(&os, move || weak.upgrade().map(|a| a.timer()).is_some());
+        Self { adapter, os, wv, log: Log::default(), _timer }
+    }
+
+    /// The IOCTL's status if it completed before returning.
+    fn ioctl(&self, id: u64, ioctl: Ioctl, input: &[u8]) -> Option<NtStatus> {
+        self.adapter.ioctl(ioctl.code(), input, &mut [], Req { id, log: self.log.clone() }).status()
+    }
+}
+
 #[test]
 fn new_peer_waits_for_the_old_socket_to_close_then_completes() {
-    let hub = LoopbackHub::new(LoopbackConfig::default());
-    let wv = WskVerifier::new();
-    // Send completions come late: a socket with a send in flight cannot
-    // close yet.
-    let config = WskConfig {
-        send: SendConfig { completion: CompletionMode::Delayed(Duration::from_millis(150)), ..Default::default() },
-        ..Default::default()
-    };
-    let wsk = WskProvider::new(Network::Loopback(hub), config, wv.clone());
-    let os = Arc::new(HostOs::new(wsk, Notifier::new(Verifier::new())));
-    let adapter: Arc<Adapter<HostOs, Req>> = Arc::new(Adapter::new(os.clone()));
-    let weak = Arc::downgrade(&adapter);
-    let _timer = TimerThread::spawn(&os, move || weak.upgrade().map(|a| a.timer()).is_some());
-    let log = Log::default();
-    let ioctl = |id: u64, ioctl: Ioctl, input: &[u8]| {
-        adapter.ioctl(ioctl.code(), input, &mut [], Req { id, log: log.clone() }).status()
-    };
+    let f = Fixture::new(Duration::from_millis(150));
+    let (adapter, log, ioctl) = (&f.adapter, &f.log, |id, code, input: &[u8]| f.ioctl(id, code, input));
 
     assert_eq!(ioctl(1, Ioctl::NewPeer, &new_peer("10.0.0.1:1194", "10.0.0.2:1194")), None);
-    assert_eq!(status_of(&log, 1), Some(NtStatus::SUCCESS), "a UDP NEW_PEER completes before the IOCTL returns");
+    assert_eq!(status_of(log, 1), Some(NtStatus::SUCCESS), "a UDP NEW_PEER completes before the IOCTL returns");
     let first = adapter.datapath().transport();
     assert_eq!(adapter.write(&[0x38, 1, 2, 3, 4, 5, 6, 7]), Ok(8));
     assert_eq!(adapter.datapath().occupancy().sends_in_flight, 1);
@@ -78,47 +96,34 @@ fn new_peer_waits_for_the_old_socket_to_close_then_completes() {
     assert!(adapter.datapath().has_transport(), "still closing");
     // NEW_PEER on the same address parks until the old socket is gone.
     assert_eq!(ioctl(3, Ioctl::NewPeer, &new_peer("10.0.0.1:1194", "10.0.0.2:1194")), None);
-    assert_eq!(status_of(&log, 3), None, "waits for the close");
+    assert_eq!(status_of(log, 3), None, "waits for the close");
     assert_eq!(adapter.write(&[0x38, 1, 2, 3, 4, 5, 6, 7]), Err(NtStatus::INVALID_DEVICE_STATE));
     for _ in 0..400 {
-        if status_of(&log, 3).is_some() {
+        if status_of(log, 3).is_some() {
             break;
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert_eq!(status_of(&log, 3), Some(NtStatus::SUCCESS), "the timer opened the socket after the close");
+    assert_eq!(status_of(log, 3), Some(NtStatus::SUCCESS), "the timer opened the socket after the close");
     let second = adapter.datapath().transport();
     assert!(second.is_some() && second != first);
 
     assert_eq!(adapter.cleanup(), CloseProgress::Closed);
     assert!(!adapter.datapath().has_transport());
-    wv.assert_clean();
+    f.wv.assert_clean();
 }
 
 #[test]
 fn a_cancelled_new_peer_that_waits_for_a_close_completes_once() {
-    let hub = LoopbackHub::new(LoopbackConfig::default());
-    let wv = WskVerifier::new();
-    let config = WskConfig {
-        send: SendConfig { completion: CompletionMode::Delayed(Duration::from_millis(100)), ..Default::default() },
-        ..Default::default()
-    };
-    let wsk = WskProvider::new(Network::Loopback(hub), config, wv.clone());
-    let os = Arc::new(HostOs::new(wsk, Notifier::new(Verifier::new())));
-    let adapter: Arc<Adapter<HostOs, Req>> = Arc::new(Adapter::new(os.clone()));
-    let weak = Arc::downgrade(&adapter);
-    let _timer = TimerThread::spawn(&os, move || weak.upgrade().map(|a| a.timer()).is_some());
-    let log = Log::default();
-    let ioctl = |id: u64, ioctl: Ioctl, input: &[u8]| {
-        adapter.ioctl(ioctl.code(), input, &mut [], Req { id, log: log.clone() }).status()
-    };
+    let f = Fixture::new(Duration::from_millis(100));
+    let (adapter, log, ioctl) = (&f.adapter, &f.log, |id, code, input: &[u8]| f.ioctl(id, code, input));
     ioctl(1, Ioctl::NewPeer, &new_peer("10.0.0.1:1194", "10.0.0.2:1194"));
     adapter.write(&[0x38, 1, 2, 3, 4, 5, 6, 7]).unwrap();
     ioctl(2, Ioctl::DelPeer, &[]);
     ioctl(3, Ioctl::NewPeer, &new_peer("10.0.0.1:1194", "10.0.0.2:1194"));
     // OpenVPN gives up on it (CancelIoEx), then closes the handle.
     assert!(adapter.cancel(RequestId(3)));
-    assert_eq!(status_of(&log, 3), Some(NtStatus::CANCELLED));
+    assert_eq!(status_of(log, 3), Some(NtStatus::CANCELLED));
     let mut progress = adapter.cleanup();
     for _ in 0..200 {
         if progress == CloseProgress::Closed && !adapter.datapath().has_transport() {
@@ -130,6 +135,6 @@ fn a_cancelled_new_peer_that_waits_for_a_close_completes_once() {
     assert!(!adapter.datapath().has_transport(), "the late open was closed again");
     let completions = log.lock().unwrap().iter().filter(|(i, _)| *i == 3).count();
     assert_eq!(completions, 1, "completed exactly once");
-    assert!(!os.link_up());
-    wv.assert_clean();
+    assert!(!f.os.link_up());
+    f.wv.assert_clean();
 }
