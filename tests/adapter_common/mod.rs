@@ -95,7 +95,22 @@ pub struct Node {
     pub os: Arc<HostOs>,
     pub log: Arc<Log>,
     timer: Option<TimerThread>,
-    next_id: AtomicU64,
+    next_id: Arc<AtomicU64>,
+}
+
+/// What other threads need to issue requests on a node's adapter (the
+/// node itself stays with the test's thread).
+#[derive(Clone)]
+pub struct Handle {
+    pub adapter: Arc<Dev>,
+    log: Arc<Log>,
+    next_id: Arc<AtomicU64>,
+}
+
+impl Handle {
+    pub fn request(&self, out_len: usize) -> Req {
+        Req { id: self.next_id.fetch_add(1, Ordering::SeqCst), out_len, log: self.log.clone() }
+    }
 }
 
 impl Node {
@@ -118,8 +133,14 @@ impl Node {
         });
         let mut nx = HostNetAdapter::new(adapter.clone(), notifier, config);
         nx.start().unwrap();
-        let node =
-            Node { adapter, nx, os, log: Arc::new(Log::default()), timer: Some(timer), next_id: AtomicU64::new(1) };
+        let node = Node {
+            adapter,
+            nx,
+            os,
+            log: Arc::new(Log::default()),
+            timer: Some(timer),
+            next_id: Arc::new(AtomicU64::new(1)),
+        };
         node.wait_started();
         node
     }
@@ -137,7 +158,11 @@ impl Node {
     }
 
     pub fn request(&self, out_len: usize) -> Req {
-        Req { id: self.next_id.fetch_add(1, Ordering::SeqCst), out_len, log: self.log.clone() }
+        self.handle().request(out_len)
+    }
+
+    pub fn handle(&self) -> Handle {
+        Handle { adapter: self.adapter.clone(), log: self.log.clone(), next_id: self.next_id.clone() }
     }
 
     pub fn ioctl(&self, ioctl: Ioctl, input: &[u8], out_len: usize) -> Io {
