@@ -9,7 +9,7 @@
 
 mod adapter_common;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use adapter_common::*;
@@ -17,67 +17,21 @@ use ovpn_dco::control::device::ReadOutcome;
 use ovpn_dco::datapath::DropReason;
 use ovpn_dco::ntstatus::NtStatus;
 use ovpn_dco::os::host::netadapter::{ModelConfig, TxPacket};
-use ovpn_dco::os::host::wsk::{LoopbackConfig, LoopbackHub, Network, WskConfig, WskVerifier};
+use ovpn_dco::os::host::wsk::{LoopbackConfig, LoopbackHub};
 use ovpn_dco::uapi::Ioctl;
 
 const SERVER_VPN: Ipv4Addr = Ipv4Addr::new(10, 8, 0, 1);
 const IROUTE_HOST: Ipv4Addr = Ipv4Addr::new(192, 168, 3, 7);
-/// NOTIFY_EVENT Cmd and DelPeerReason values (ovpn-dco-win uapi).
-const CMD_DEL_PEER: i32 = 0;
-const REASON_USERSPACE: i32 = 1;
-const REASON_EXPIRED: i32 = 2;
 
-fn server_addr() -> SocketAddr {
-    sa("10.0.0.1:1194")
+/// The server up with three clients connected, an iroute to client 3.
+fn network() -> MpNet {
+    let net = MpNet::up(LoopbackHub::new(LoopbackConfig::default()), ModelConfig::default(), 3, false);
+    net.server.ok(Ioctl::MpAddIroute, &iroute(IpAddr::V4(Ipv4Addr::new(192, 168, 3, 0)), 24, 3), 0);
+    net
 }
 
-fn client_addr(k: u32) -> SocketAddr {
-    SocketAddr::from(([10, 0, 1, k as u8], 5000))
-}
-
-fn client_vpn(k: u32) -> Ipv4Addr {
-    Ipv4Addr::new(10, 8, 0, 1 + k as u8)
-}
-
-struct Net {
-    server: Node,
-    clients: Vec<Node>,
-    wv: std::sync::Arc<WskVerifier>,
-}
-
-/// The server up with three clients connected.
-fn network() -> Net {
-    let hub = LoopbackHub::new(LoopbackConfig::default());
-    let wv = WskVerifier::new();
-    let node = || Node::new(Network::Loopback(hub.clone()), &wv, ModelConfig::default(), WskConfig::default());
-    let server = node();
-    // ovpn_dco_init_mp: SET_MODE(MP) connects the adapter.
-    server.ok(Ioctl::SetMode, &set_mode(1), 0);
-    assert!(server.os.link_up(), "SET_MODE(MP) connects the adapter");
-    let start = mp_start_vpn(server_addr(), false);
-    let echo = server.parks_then_succeeds(Ioctl::MpStartVpn, &start, 32);
-    assert_eq!(echo, start, "MP_START_VPN echoes the listen address");
-
-    let mut clients = Vec::new();
-    for k in 1..=3u32 {
-        // After the handshake: MP_NEW_PEER, the peer's key, (iroutes).
-        let id = k as i32;
-        server.ok(Ioctl::MpNewPeer, &mp_new_peer(client_addr(k), client_vpn(k).octets(), [0; 16], id), 0);
-        server.new_key(Side::A, PRIMARY, k as u8, id);
-        let client = node();
-        client.p2p_up_with_key(client_addr(k), server_addr(), UDP, Side::B, (0, 0), k as u8, id);
-        clients.push(client);
-    }
-    server.ok(Ioctl::MpAddIroute, &iroute(IpAddr::V4(Ipv4Addr::new(192, 168, 3, 0)), 24, 3), 0);
-    Net { server, clients, wv }
-}
-
-fn finish(net: Net) {
-    net.server.finish();
-    for c in net.clients {
-        c.finish();
-    }
-    net.wv.assert_clean();
+fn finish(net: MpNet) {
+    net.finish();
 }
 
 /// Client `k` sends `ids` with inner source `src` to the server.
@@ -87,12 +41,6 @@ fn client_sends(c: &Node, src: Ipv4Addr, ids: std::ops::Range<u32>) {
         c.nx.send(TxPacket::new(packet(src, SERVER_VPN, id, len_of(id))));
     }
     assert!(c.nx.wait_completed(done + ids.len(), WAIT));
-}
-
-fn notify_event(server: &Node) -> (i32, i32, i32) {
-    let out = server.ok(Ioctl::NotifyEvent, &[], 144);
-    let (cmd, peer, reason, _) = parse_event(&out);
-    (cmd, peer, reason)
 }
 
 #[test]

@@ -274,6 +274,22 @@ impl<K: AeadKey> TxSlots<K> {
         self.primary.as_ref()
     }
 
+    /// Test hook of the host build: the primary key (standard layout)
+    /// hands out `next` as its next packet id, so that a scenario reaches
+    /// the end of the id space without billions of packets. False (nothing
+    /// changed) without a primary key, in epoch layout, or for 0.
+    #[cfg(not(windows))]
+    #[doc(hidden)]
+    pub fn set_next_packet_id_for_test(&mut self, next: u32) -> bool {
+        match (self.primary.as_mut(), PacketIdSender::starting_at(next)) {
+            (Some(TxSlot { key: TxKey::Standard { packet_ids, .. }, .. }), Some(sender)) => {
+                *packet_ids = sender;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Head and tail room the send buffer needs: the primary key's layout.
     pub fn layout(&self) -> Result<Layout, DataError> {
         self.primary.as_ref().map(TxSlot::layout).ok_or(DataError::NoPrimaryKey)

@@ -11,9 +11,11 @@ mod control_common;
 
 #[allow(unused_imports)]
 pub use control_common::{
-    AES_GCM, PRIMARY, SECONDARY, TCP, UDP, iroute, le, material, mp_new_peer, mp_set_peer, mp_start_vpn, new_peer,
-    parse_event, prefix, sa, set_mode, set_peer,
+    AES_GCM, KeyMaterial, PRIMARY, SECONDARY, TCP, UDP, iroute, le, material, mp_new_peer, mp_set_peer, mp_start_vpn,
+    new_peer, parse_event, prefix, sa, set_mode, set_peer,
 };
+
+pub mod traffic;
 
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -29,7 +31,7 @@ use ovpn_dco::ntstatus::NtStatus;
 use ovpn_dco::os::host::netadapter::{HostNetAdapter, ModelConfig, Notifier, TxPacket};
 use ovpn_dco::os::host::os::{HostOs, TimerThread};
 use ovpn_dco::os::host::verifier::Verifier;
-use ovpn_dco::os::host::wsk::{Network, WskConfig, WskProvider, WskVerifier};
+use ovpn_dco::os::host::wsk::{LoopbackHub, Network, WskConfig, WskProvider, WskVerifier};
 use ovpn_dco::uapi::Ioctl;
 use ovpn_dco::uapi::types::OvpnStats;
 
@@ -93,7 +95,22 @@ pub struct Node {
     pub os: Arc<HostOs>,
     pub log: Arc<Log>,
     timer: Option<TimerThread>,
-    next_id: AtomicU64,
+    next_id: Arc<AtomicU64>,
+}
+
+/// What other threads need to issue requests on a node's adapter (the
+/// node itself stays with the test's thread).
+#[derive(Clone)]
+pub struct Handle {
+    pub adapter: Arc<Dev>,
+    log: Arc<Log>,
+    next_id: Arc<AtomicU64>,
+}
+
+impl Handle {
+    pub fn request(&self, out_len: usize) -> Req {
+        Req { id: self.next_id.fetch_add(1, Ordering::SeqCst), out_len, log: self.log.clone() }
+    }
 }
 
 impl Node {
@@ -116,8 +133,14 @@ impl Node {
         });
         let mut nx = HostNetAdapter::new(adapter.clone(), notifier, config);
         nx.start().unwrap();
-        let node =
-            Node { adapter, nx, os, log: Arc::new(Log::default()), timer: Some(timer), next_id: AtomicU64::new(1) };
+        let node = Node {
+            adapter,
+            nx,
+            os,
+            log: Arc::new(Log::default()),
+            timer: Some(timer),
+            next_id: Arc::new(AtomicU64::new(1)),
+        };
         node.wait_started();
         node
     }
@@ -135,7 +158,11 @@ impl Node {
     }
 
     pub fn request(&self, out_len: usize) -> Req {
-        Req { id: self.next_id.fetch_add(1, Ordering::SeqCst), out_len, log: self.log.clone() }
+        self.handle().request(out_len)
+    }
+
+    pub fn handle(&self) -> Handle {
+        Handle { adapter: self.adapter.clone(), log: self.log.clone(), next_id: self.next_id.clone() }
     }
 
     pub fn ioctl(&self, ioctl: Ioctl, input: &[u8], out_len: usize) -> Io {
@@ -230,6 +257,22 @@ impl Node {
         self.ok(Ioctl::NewKey, &crypto_data(side, slot, key_id, peer_id), 0);
     }
 
+    /// [`Node::new_key`] with the material of `generation` (see
+    /// [`generation_material`]).
+    pub fn new_key_gen(&self, side: Side, slot: i32, key_id: u8, peer_id: i32, generation: u32) {
+        let data = crypto_data_with(side, slot, key_id, peer_id, generation_material(key_id, generation));
+        self.ok(Ioctl::NewKey, &data, 0);
+    }
+
+    /// The OS pauses the data path and brings it back: both queues
+    /// cancelled, drained, stopped and destroyed, then created and started
+    /// again.
+    pub fn restart_queues(&mut self) {
+        self.nx.stop();
+        self.nx.start().unwrap();
+        self.wait_started();
+    }
+
     /// P2P bring-up as OpenVPN 2.6 does it: NEW_PEER (completes once the
     /// socket exists, or for TCP once connected), the primary key, the
     /// keepalive, START_VPN.
@@ -288,7 +331,26 @@ impl Node {
 /// decrypts with `inn`, B the reverse, so that A and B talk. Encrypt @0,
 /// Decrypt @41, KeySlot @84, CipherAlg @88, KeyId @92, PeerId @96.
 pub fn crypto_data(side: Side, slot: i32, key_id: u8, peer_id: i32) -> Vec<u8> {
-    let m = material(key_id);
+    crypto_data_with(side, slot, key_id, peer_id, material(key_id))
+}
+
+/// Key material of one TLS session's keys: each renegotiation or
+/// reconnect (`generation`) brings material no earlier one had, even when
+/// the 3-bit key id comes round again.
+pub fn generation_material(key_id: u8, generation: u32) -> KeyMaterial {
+    let mut m = material(key_id);
+    let g = generation.to_le_bytes();
+    for (i, b) in m.out.iter_mut().chain(m.inn.iter_mut()).enumerate() {
+        *b ^= g[i % 4];
+    }
+    for (i, b) in m.out_tail.iter_mut().chain(m.inn_tail.iter_mut()).enumerate() {
+        *b ^= g[i % 4].rotate_left(3);
+    }
+    m
+}
+
+/// [`crypto_data`] with material `m`.
+pub fn crypto_data_with(side: Side, slot: i32, key_id: u8, peer_id: i32, m: KeyMaterial) -> Vec<u8> {
     let ((enc, enc_tail), (dec, dec_tail)) = match side {
         Side::A => ((m.out, m.out_tail), (m.inn, m.inn_tail)),
         Side::B => ((m.inn, m.inn_tail), (m.out, m.out_tail)),
@@ -388,4 +450,89 @@ pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
         assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(2));
     }
+}
+
+/// NOTIFY_EVENT Cmd values (ovpn-dco-win uapi: OVPN_CMD_*).
+pub const CMD_DEL_PEER: i32 = ovpn_dco::uapi::types::OVPN_CMD_DEL_PEER;
+pub const CMD_FLOAT_PEER: i32 = ovpn_dco::uapi::types::OVPN_CMD_FLOAT_PEER;
+/// OVPN_DEL_PEER_REASON values.
+pub const REASON_USERSPACE: i32 = 1;
+pub const REASON_EXPIRED: i32 = 2;
+
+/// The MP server's UDP listen address.
+pub fn server_addr() -> SocketAddr {
+    sa("10.0.0.1:1194")
+}
+
+/// Client `k`'s transport address.
+pub fn client_addr(k: u32) -> SocketAddr {
+    SocketAddr::from(([10, 0, 1, k as u8], 5000))
+}
+
+/// Client `k`'s VPN address (the server is 10.8.0.1).
+pub fn client_vpn(k: u32) -> Ipv4Addr {
+    Ipv4Addr::new(10, 8, 0, 1 + k as u8)
+}
+
+/// Client `k`'s IPv6 VPN address (the server is fd00::1).
+pub fn client_vpn6(k: u32) -> std::net::Ipv6Addr {
+    std::net::Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1 + k as u16)
+}
+
+/// One MP server adapter and P2P client adapters on one hub, configured
+/// as OpenVPN 2.7 configures ovpn-dco-win: SET_MODE(MP), MP_START_VPN,
+/// then per client MP_NEW_PEER (peer id k, VPN addresses) and its key
+/// (key id k) on the server, and NEW_PEER, NEW_KEY, SET_PEER, START_VPN on
+/// the client.
+pub struct MpNet {
+    pub hub: LoopbackHub,
+    pub server: Node,
+    pub clients: Vec<Node>,
+    pub wv: Arc<WskVerifier>,
+}
+
+impl MpNet {
+    /// `clients` clients (1..=clients), with IPv6 VPN addresses when
+    /// `vpn6`.
+    pub fn up(hub: LoopbackHub, config: ModelConfig, clients: u32, vpn6: bool) -> Self {
+        let wv = WskVerifier::new();
+        let node = || Node::new(Network::Loopback(hub.clone()), &wv, config.clone(), WskConfig::default());
+        let server = node();
+        // ovpn_dco_init_mp: SET_MODE(MP) connects the adapter.
+        server.ok(Ioctl::SetMode, &set_mode(1), 0);
+        assert!(server.os.link_up(), "SET_MODE(MP) connects the adapter");
+        let start = mp_start_vpn(server_addr(), false);
+        let echo = server.parks_then_succeeds(Ioctl::MpStartVpn, &start, 32);
+        assert_eq!(echo, start, "MP_START_VPN echoes the listen address");
+        let mut nodes = Vec::new();
+        for k in 1..=clients {
+            // After the handshake: MP_NEW_PEER, the peer's key, (iroutes).
+            let id = k as i32;
+            let v6 = if vpn6 { client_vpn6(k).octets() } else { [0; 16] };
+            server.ok(Ioctl::MpNewPeer, &mp_new_peer(client_addr(k), client_vpn(k).octets(), v6, id), 0);
+            server.new_key(Side::A, PRIMARY, k as u8, id);
+            let client = node();
+            client.p2p_up_with_key(client_addr(k), server_addr(), UDP, Side::B, (0, 0), k as u8, id);
+            nodes.push(client);
+        }
+        MpNet { hub, server, clients: nodes, wv }
+    }
+
+    /// Every node finished (see [`Node::finish`]), and the WSK verifier
+    /// clean.
+    pub fn finish(self) {
+        self.server.finish();
+        for c in self.clients {
+            c.finish();
+        }
+        self.wv.assert_clean();
+    }
+}
+
+/// A NOTIFY_EVENT that completes at once: (Cmd, PeerId, DelPeerReason).
+#[track_caller]
+pub fn notify_event(server: &Node) -> (i32, i32, i32) {
+    let out = server.ok(Ioctl::NotifyEvent, &[], 144);
+    let (cmd, peer, reason, _) = parse_event(&out);
+    (cmd, peer, reason)
 }

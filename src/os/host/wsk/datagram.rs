@@ -108,19 +108,20 @@ impl DatagramInner {
 
     /// The loopback wire writes a datagram into one of this socket's
     /// receive buffers (the one copy a NIC makes); `hold` delays it behind
-    /// that many later arrivals (reordering).
-    pub fn arrive(&self, bytes: &[u8], from: SocketAddr, hold: Option<usize>) {
+    /// that many later arrivals (reordering). False if the socket did not
+    /// take it (closed, filtered, too long, no free receive buffer).
+    pub fn arrive(&self, bytes: &[u8], from: SocketAddr, hold: Option<usize>) -> bool {
         if self.closed.load(Ordering::Acquire) || !self.accepts(from) {
-            return;
+            return false;
         }
         let len = bytes.len();
         if len > self.rx.capacity() {
             bump(&self.counters.rx_truncated, 1);
-            return;
+            return false;
         }
         let Some(buffer) = self.rx.take_buffer() else {
             bump(&self.counters.rx_dropped_no_buffer, 1);
-            return;
+            return false;
         };
         let split_at = self.rx.split_point(Some(len));
         let parts = self.rx.parts(buffer, Some(len), split_at);
@@ -153,6 +154,7 @@ impl DatagramInner {
         }
         drop(a);
         self.arrived.notify_all();
+        true
     }
 
     /// Releases every held (reordered) datagram: nothing more is coming.

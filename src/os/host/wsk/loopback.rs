@@ -1,7 +1,11 @@
 //! An in-memory network for modelled sockets: datagram sockets bound on a
 //! hub reach each other by address with no syscalls (a P2P pair, or one
 //! server socket and several clients), with seeded loss, duplication and
-//! reordering; TCP connects reach stream listeners on the same hub.
+//! reordering; TCP connects reach stream listeners on the same hub. Tests
+//! can also play the network's other actors: capture what crosses it
+//! ([`LoopbackHub::capture`]), put datagrams on it from any address
+//! ([`LoopbackHub::inject`]), and move a socket behind a NAT mapping
+//! ([`LoopbackHub::nat`]), as a NAT rebinding a client's port does.
 //!
 //! Delivery runs on each socket's own threads ([`Delivery::Threaded`]) or
 //! only when the test calls [`LoopbackHub::pump`] ([`Delivery::Pump`]),
@@ -10,7 +14,7 @@
 use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 use core::net::SocketAddr;
-use core::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -59,6 +63,29 @@ pub struct LoopbackStats {
     pub reordered: u64,
     /// Sent to an address nobody is bound to.
     pub unroutable: u64,
+    /// Reached a bound socket that did not take them (closed, not from its
+    /// connected remote, too long, or no free receive buffer).
+    pub refused: u64,
+}
+
+/// One datagram as it crossed the network: source after any NAT mapping,
+/// destination as addressed, bytes as sent (before loss or duplication).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Captured {
+    pub from: SocketAddr,
+    pub to: SocketAddr,
+    pub bytes: Vec<u8>,
+}
+
+/// What the test asked the hub to do beyond carrying datagrams.
+#[derive(Default)]
+struct Extras {
+    /// (inside, outside): datagrams from `inside` leave as from `outside`,
+    /// datagrams to `outside` reach `inside`.
+    nat: Vec<(SocketAddr, SocketAddr)>,
+    /// Captured datagrams, and how many more may be kept.
+    captured: Vec<Captured>,
+    capture_room: usize,
 }
 
 #[derive(Default)]
@@ -68,6 +95,7 @@ struct Counters {
     duplicated: AtomicU64,
     reordered: AtomicU64,
     unroutable: AtomicU64,
+    refused: AtomicU64,
 }
 
 /// Something the pump drives.
@@ -106,6 +134,10 @@ pub(crate) struct Hub {
     rng: Mutex<XorShift>,
     next_port: AtomicU16,
     counters: Counters,
+    /// Set once a NAT mapping or a capture exists: the common path then
+    /// never takes the extras' lock.
+    has_extras: AtomicBool,
+    extras: Mutex<Extras>,
 }
 
 impl Hub {
@@ -148,8 +180,21 @@ impl Hub {
 
     /// Carries one datagram from `from` to `to`, applying the configured
     /// loss, duplication and reordering.
-    pub fn route(&self, from: SocketAddr, to: SocketAddr, bytes: &[u8]) {
+    pub fn route(&self, mut from: SocketAddr, mut to: SocketAddr, bytes: &[u8]) {
         self.counters.sent.fetch_add(1, Ordering::Relaxed);
+        if self.has_extras.load(Ordering::Acquire) {
+            let mut x = lock(&self.extras);
+            if let Some(&(_, outside)) = x.nat.iter().find(|(inside, _)| *inside == from) {
+                from = outside;
+            }
+            if x.capture_room > 0 {
+                x.capture_room -= 1;
+                x.captured.push(Captured { from, to, bytes: bytes.to_vec() });
+            }
+            if let Some(&(inside, _)) = x.nat.iter().find(|(_, outside)| *outside == to) {
+                to = inside;
+            }
+        }
         let target = lock(&self.datagram).get(&to).and_then(|(_, w)| w.upgrade());
         let Some(target) = target else {
             self.counters.unroutable.fetch_add(1, Ordering::Relaxed);
@@ -173,10 +218,13 @@ impl Hub {
         if hold.is_some() {
             self.counters.reordered.fetch_add(1, Ordering::Relaxed);
         }
-        target.arrive(bytes, from, hold);
+        let mut refused = u64::from(!target.arrive(bytes, from, hold));
         if dup {
             self.counters.duplicated.fetch_add(1, Ordering::Relaxed);
-            target.arrive(bytes, from, None);
+            refused += u64::from(!target.arrive(bytes, from, None));
+        }
+        if refused > 0 {
+            self.counters.refused.fetch_add(refused, Ordering::Relaxed);
         }
     }
 }
@@ -204,6 +252,8 @@ impl LoopbackHub {
                 rng: Mutex::new(XorShift::new(config.seed)),
                 next_port: AtomicU16::new(FIRST_EPHEMERAL_PORT),
                 counters: Counters::default(),
+                has_extras: AtomicBool::new(false),
+                extras: Mutex::new(Extras::default()),
             }),
         }
     }
@@ -252,6 +302,38 @@ impl LoopbackHub {
             duplicated: c.duplicated.load(Ordering::Relaxed),
             reordered: c.reordered.load(Ordering::Relaxed),
             unroutable: c.unroutable.load(Ordering::Relaxed),
+            refused: c.refused.load(Ordering::Relaxed),
         }
+    }
+
+    /// Puts `bytes` on the network as a datagram from `from` to `to`, as
+    /// any host on it could: `from` need not be bound (a spoofed source),
+    /// and the datagram is routed, impaired and counted like any other.
+    pub fn inject(&self, from: SocketAddr, to: SocketAddr, bytes: &[u8]) {
+        self.hub.route(from, to, bytes);
+    }
+
+    /// Keeps a copy of the next `limit` datagrams that cross the network
+    /// (in addition to what is kept already); [`LoopbackHub::captured`]
+    /// hands them over.
+    pub fn capture(&self, limit: usize) {
+        lock(&self.hub.extras).capture_room += limit;
+        self.hub.has_extras.store(true, Ordering::Release);
+    }
+
+    /// The datagrams captured so far, forgetting them.
+    pub fn captured(&self) -> Vec<Captured> {
+        core::mem::take(&mut lock(&self.hub.extras).captured)
+    }
+
+    /// A NAT in front of `inside`: its datagrams leave with `outside` as
+    /// their source, and datagrams sent to `outside` reach it. A second
+    /// mapping for the same `inside` replaces the first (a rebinding).
+    pub fn nat(&self, inside: SocketAddr, outside: SocketAddr) {
+        let mut x = lock(&self.hub.extras);
+        x.nat.retain(|(i, _)| *i != inside);
+        x.nat.push((inside, outside));
+        drop(x);
+        self.hub.has_extras.store(true, Ordering::Release);
     }
 }

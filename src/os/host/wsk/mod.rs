@@ -37,7 +37,7 @@ pub mod verifier;
 mod tests;
 
 pub use datagram::DatagramSocket;
-pub use loopback::{Delivery, LoopbackConfig, LoopbackHub, LoopbackStats};
+pub use loopback::{Captured, Delivery, LoopbackConfig, LoopbackHub, LoopbackStats};
 pub use rx::{ListLen, POISON_BYTE, ReceiveConfig, Split};
 pub use send::{CompletionMode, PartialSends, SendConfig};
 pub use stats::SocketStats;
