@@ -370,6 +370,16 @@ unsafe fn device_add(mut init: PWDFDEVICE_INIT) -> Result<(), NtStatus> {
     // SAFETY: consumes the init object (WDF frees it whatever the result);
     // attributes valid; `device` a valid out pointer.
     check(unsafe { call_unsafe_wdf_function_binding!(WdfDeviceCreate, &mut init, &mut attributes, &mut device) })?;
+    // From here on the device exists, and if device add fails WDF deletes it,
+    // running `evt_device_cleanup` (Windows-Driver-Frameworks fxdriverkm.cpp,
+    // FxDriver::AddDevice: "Created a device, but returned error" ->
+    // DeleteDeviceFromFailedCreate). That cleanup
+    // counts the adapter out, so it is counted in now, before anything else
+    // can fail; counting it in only on success let a failed add take
+    // ADAPTERS below zero (wrapping), after which no control device was
+    // ever created or deleted again.
+    // SAFETY: PASSIVE_LEVEL.
+    unsafe { adapter_added() };
 
     let owns_link = LINK_TAKEN.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_ok();
     if owns_link {
@@ -381,6 +391,27 @@ unsafe fn device_add(mut init: PWDFDEVICE_INIT) -> Result<(), NtStatus> {
         }
     }
     let owns_link = owns_link && LINK_TAKEN.load(Ordering::Acquire);
+    // SAFETY: PASSIVE_LEVEL in device add, on the device just created.
+    let result = unsafe { finish_device_add(globals, device, owns_link) };
+    // SAFETY: the live device just created; its slot is null unless
+    // adapter::create installed the context.
+    if result.is_err() && owns_link && unsafe { device_context(device.cast()) }.is_none() {
+        // The cleanup callback gives the link back only through the device
+        // context (`owns_link`); without one, give it back here so that a
+        // later adapter can take `\DosDevices\ovpn-dco` (WDF deletes the
+        // link itself with the device).
+        LINK_TAKEN.store(false, Ordering::Release);
+    }
+    result
+}
+
+/// The rest of device add once the device exists: its interface, queue and
+/// NETADAPTER.
+///
+/// # Safety
+/// PASSIVE_LEVEL, inside EvtDriverDeviceAdd, `device` just created with the
+/// slot context and the destroy callback.
+unsafe fn finish_device_add(globals: &'static Globals, device: WDFDEVICE, owns_link: bool) -> Result<(), NtStatus> {
     let reference = unicode(&REFERENCE_STRING);
     // SAFETY: live device, PASSIVE_LEVEL; GUID and string are copied.
     check(unsafe {
@@ -390,10 +421,7 @@ unsafe fn device_add(mut init: PWDFDEVICE_INIT) -> Result<(), NtStatus> {
     unsafe { create_default_queue(device, false) }?;
     // SAFETY: PASSIVE_LEVEL in device add, after WdfDeviceCreate with the
     // slot context and the destroy callback.
-    unsafe { adapter::create(&globals.cx, device, &globals.crypto, owns_link) }?;
-    // SAFETY: PASSIVE_LEVEL.
-    unsafe { adapter_added() };
-    Ok(())
+    unsafe { adapter::create(&globals.cx, device, &globals.crypto, owns_link) }
 }
 
 // ---------------------------------------------------------------------------
