@@ -110,38 +110,42 @@ same_layout!(wsk::WskClientConnectionDispatch, sys::WSK_CLIENT_CONNECTION_DISPAT
     wsk_send_backlog_event => WskSendBacklogEvent,
 });
 
-// Function-table indices: bindgen's constified `NETFUNCENUM`.
+// Function-table indices. `BuilderExt::wdk_default` (wdk-build 0.6,
+// bindgen.rs) sets `default_enum_style(EnumVariation::ModuleConsts)`, so the
+// enum `_NETFUNCENUM` becomes a module of constants, as wdk-sys's own enums
+// are (`_WDF_TRI_STATE::WdfFalse`): `_NETFUNCENUM::XTableIndex`, not the
+// default `Consts` style's `_NETFUNCENUM_XTableIndex`.
 macro_rules! same_index {
     ($($ours:ident => $theirs:ident),* $(,)?) => {
-        const _: () = { $(assert!(ncx::table_index::$ours == sys::$theirs as usize);)* };
+        const _: () = { $(assert!(ncx::table_index::$ours == sys::_NETFUNCENUM::$theirs as usize);)* };
     };
 }
 
 same_index! {
-    NET_ADAPTER_INIT_ALLOCATE => _NETFUNCENUM_NetAdapterInitAllocateTableIndex,
-    NET_ADAPTER_INIT_FREE => _NETFUNCENUM_NetAdapterInitFreeTableIndex,
-    NET_ADAPTER_INIT_SET_DATAPATH_CALLBACKS => _NETFUNCENUM_NetAdapterInitSetDatapathCallbacksTableIndex,
-    NET_ADAPTER_CREATE => _NETFUNCENUM_NetAdapterCreateTableIndex,
-    NET_ADAPTER_START => _NETFUNCENUM_NetAdapterStartTableIndex,
-    NET_ADAPTER_STOP => _NETFUNCENUM_NetAdapterStopTableIndex,
-    NET_ADAPTER_SET_LINK_LAYER_CAPABILITIES => _NETFUNCENUM_NetAdapterSetLinkLayerCapabilitiesTableIndex,
-    NET_ADAPTER_SET_LINK_LAYER_MTU_SIZE => _NETFUNCENUM_NetAdapterSetLinkLayerMtuSizeTableIndex,
-    NET_ADAPTER_SET_DATA_PATH_CAPABILITIES => _NETFUNCENUM_NetAdapterSetDataPathCapabilitiesTableIndex,
-    NET_ADAPTER_SET_LINK_STATE => _NETFUNCENUM_NetAdapterSetLinkStateTableIndex,
-    NET_ADAPTER_GET_LINK_LAYER_MTU_SIZE => _NETFUNCENUM_NetAdapterGetLinkLayerMtuSizeTableIndex,
-    NET_DEVICE_INIT_CONFIG => _NETFUNCENUM_NetDeviceInitConfigTableIndex,
-    NET_RX_QUEUE_CREATE => _NETFUNCENUM_NetRxQueueCreateTableIndex,
+    NET_ADAPTER_INIT_ALLOCATE => NetAdapterInitAllocateTableIndex,
+    NET_ADAPTER_INIT_FREE => NetAdapterInitFreeTableIndex,
+    NET_ADAPTER_INIT_SET_DATAPATH_CALLBACKS => NetAdapterInitSetDatapathCallbacksTableIndex,
+    NET_ADAPTER_CREATE => NetAdapterCreateTableIndex,
+    NET_ADAPTER_START => NetAdapterStartTableIndex,
+    NET_ADAPTER_STOP => NetAdapterStopTableIndex,
+    NET_ADAPTER_SET_LINK_LAYER_CAPABILITIES => NetAdapterSetLinkLayerCapabilitiesTableIndex,
+    NET_ADAPTER_SET_LINK_LAYER_MTU_SIZE => NetAdapterSetLinkLayerMtuSizeTableIndex,
+    NET_ADAPTER_SET_DATA_PATH_CAPABILITIES => NetAdapterSetDataPathCapabilitiesTableIndex,
+    NET_ADAPTER_SET_LINK_STATE => NetAdapterSetLinkStateTableIndex,
+    NET_ADAPTER_GET_LINK_LAYER_MTU_SIZE => NetAdapterGetLinkLayerMtuSizeTableIndex,
+    NET_DEVICE_INIT_CONFIG => NetDeviceInitConfigTableIndex,
+    NET_RX_QUEUE_CREATE => NetRxQueueCreateTableIndex,
     NET_RX_QUEUE_NOTIFY_MORE_RECEIVED_PACKETS_AVAILABLE =>
-        _NETFUNCENUM_NetRxQueueNotifyMoreReceivedPacketsAvailableTableIndex,
-    NET_RX_QUEUE_INIT_GET_QUEUE_ID => _NETFUNCENUM_NetRxQueueInitGetQueueIdTableIndex,
-    NET_RX_QUEUE_GET_RING_COLLECTION => _NETFUNCENUM_NetRxQueueGetRingCollectionTableIndex,
-    NET_RX_QUEUE_GET_EXTENSION => _NETFUNCENUM_NetRxQueueGetExtensionTableIndex,
-    NET_TX_QUEUE_CREATE => _NETFUNCENUM_NetTxQueueCreateTableIndex,
+        NetRxQueueNotifyMoreReceivedPacketsAvailableTableIndex,
+    NET_RX_QUEUE_INIT_GET_QUEUE_ID => NetRxQueueInitGetQueueIdTableIndex,
+    NET_RX_QUEUE_GET_RING_COLLECTION => NetRxQueueGetRingCollectionTableIndex,
+    NET_RX_QUEUE_GET_EXTENSION => NetRxQueueGetExtensionTableIndex,
+    NET_TX_QUEUE_CREATE => NetTxQueueCreateTableIndex,
     NET_TX_QUEUE_NOTIFY_MORE_COMPLETED_PACKETS_AVAILABLE =>
-        _NETFUNCENUM_NetTxQueueNotifyMoreCompletedPacketsAvailableTableIndex,
-    NET_TX_QUEUE_INIT_GET_QUEUE_ID => _NETFUNCENUM_NetTxQueueInitGetQueueIdTableIndex,
-    NET_TX_QUEUE_GET_RING_COLLECTION => _NETFUNCENUM_NetTxQueueGetRingCollectionTableIndex,
-    NET_TX_QUEUE_GET_EXTENSION => _NETFUNCENUM_NetTxQueueGetExtensionTableIndex,
+        NetTxQueueNotifyMoreCompletedPacketsAvailableTableIndex,
+    NET_TX_QUEUE_INIT_GET_QUEUE_ID => NetTxQueueInitGetQueueIdTableIndex,
+    NET_TX_QUEUE_GET_RING_COLLECTION => NetTxQueueGetRingCollectionTableIndex,
+    NET_TX_QUEUE_GET_EXTENSION => NetTxQueueGetExtensionTableIndex,
 }
 
-const _: () = assert!(ncx::NET_FUNCTION_TABLE_ENTRIES_V2_2 == sys::_NETFUNCENUM_NetFunctionTableNumEntries as usize);
+const _: () = assert!(ncx::NET_FUNCTION_TABLE_ENTRIES_V2_2 == sys::_NETFUNCENUM::NetFunctionTableNumEntries as usize);

@@ -729,8 +729,13 @@ const _: () = {
 };
 
 // Both symbols are defined by `netadaptercxstub.lib` (facts §3.1); the build
-// script puts its directory on the linker path.
-#[link(name = "netadaptercxstub")]
+// script puts its directory on the linker path. The stub is a static library
+// that defines the data, not an import library: with the default `dylib`
+// kind rustc would reference these statics through `__imp_` pointers
+// (dllimport), which only link through link.exe's LNK4217 fix-up. `static`
+// + `-bundle` is how wdk-build 0.6 links the WDK's own stub libraries
+// (`WdfDriverEntry`, `WdfLdr`: `LinkDirective::render` in wdk-build's lib.rs).
+#[link(name = "netadaptercxstub", kind = "static", modifiers = "-bundle")]
 unsafe extern "C" {
     /// `NETFUNC NetFunctions[]`: written once by the WDF loader when it binds
     /// this driver to NetAdapterCx, before `DriverEntry`; read-only after.

@@ -696,18 +696,29 @@ impl Transport for WskTransport {
     }
 
     fn close(&self) {
-        // A connect in flight: cancel it and wait (bounded) for its
-        // completion, which may still bring a socket to close below.
-        let pending = self.shared.connect_irp.swap(ptr::null_mut(), Ordering::AcqRel);
-        if !pending.is_null() {
-            // SAFETY: the IRP is in WSK's hands; connect_done will not free
-            // it (it was taken out here), so it stays allocated for the call.
-            let _ = unsafe { IoCancelIrp(pending) };
-            // SAFETY: PASSIVE_LEVEL (sockets close only there); the event
-            // was initialized in Shared::new.
+        // TCP: every stream transport issued one connect (open_tcp), whose
+        // completion touches `shared` until it sets `connect_done`. A connect
+        // in flight is cancelled; either way close waits (bounded) for that
+        // event before the socket is closed and `shared` may be freed. Waiting
+        // only when this side took the IRP out of `connect_irp` would let a
+        // completion that took it first (and is still reporting `connected`)
+        // run on after the transport is dropped.
+        if self.shared.kind == Kind::Stream {
+            let pending = self.shared.connect_irp.swap(ptr::null_mut(), Ordering::AcqRel);
+            if !pending.is_null() {
+                // SAFETY: the IRP is in WSK's hands; connect_done will not
+                // free it (it was taken out here), so it stays allocated for
+                // the call.
+                let _ = unsafe { IoCancelIrp(pending) };
+            }
+            // SAFETY: PASSIVE_LEVEL (sockets close only there); the event was
+            // initialized in Shared::new and is a notification event, so a
+            // connect that completed long ago left it signalled.
             if unsafe { wait(self.shared.connect_done.get(), CANCEL_WAIT_MS) } {
-                // SAFETY: completed and ours (taken out of connect_irp).
-                unsafe { IoFreeIrp(pending) };
+                if !pending.is_null() {
+                    // SAFETY: completed and ours (taken out of connect_irp).
+                    unsafe { IoFreeIrp(pending) };
+                }
             } else {
                 // Closing a socket with a pending connect must not block
                 // forever (interface reference, "Lessons"): give up on the
