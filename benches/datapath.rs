@@ -1,7 +1,7 @@
 //! Data-path throughput against the raw AEAD it is built on.
 //!
 //! `cargo bench --bench datapath [-- --seconds S --warmup S --sizes 64,512,1400 --no-udp --direct-only
-//! --batch N --full-check]`
+//! --batch N --full-check --cipher aes-256-gcm|chacha20-poly1305]`
 //!
 //! For each cipher (AES-256-GCM, ChaCha20-Poly1305) and inner packet size:
 //! - raw: `HostKey::seal_in_place` + `open_in_place` of one packet-sized
@@ -74,6 +74,7 @@ mod bench {
         /// Packets per direct round.
         batch: usize,
         check: Check,
+        ciphers: Vec<Cipher>,
     }
 
     fn options() -> Options {
@@ -86,6 +87,7 @@ mod bench {
             direct_only: false,
             batch: 64,
             check: Check::Sampled,
+            ciphers: vec![Cipher::AesGcm, Cipher::ChaCha20Poly1305],
         };
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
@@ -105,6 +107,13 @@ mod bench {
                     o.batch = args.next().and_then(|v| v.parse().ok()).filter(|&b| b > 0).expect("--batch N (N > 0)")
                 }
                 "--full-check" => o.check = Check::Full,
+                "--cipher" => {
+                    o.ciphers = match args.next().as_deref() {
+                        Some("aes-256-gcm") => vec![Cipher::AesGcm],
+                        Some("chacha20-poly1305") => vec![Cipher::ChaCha20Poly1305],
+                        _ => panic!("--cipher aes-256-gcm|chacha20-poly1305"),
+                    }
+                }
                 // cargo bench passes --bench; filters are not supported.
                 _ => {}
             }
@@ -280,7 +289,7 @@ mod bench {
         println!("|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
         let mut problems = Vec::new();
         let mut notes = Vec::new();
-        for cipher in [Cipher::AesGcm, Cipher::ChaCha20Poly1305] {
+        for &cipher in &o.ciphers {
             for &size in &o.sizes {
                 let raw = if o.raw { raw_aead(cipher, size, warmup, run) } else { Rate::default() };
                 let mut rows = Vec::new();
