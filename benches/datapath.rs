@@ -1,11 +1,17 @@
 //! Data-path throughput against the raw AEAD it is built on.
 //!
-//! `cargo bench --bench datapath [-- --seconds S --warmup S --sizes 64,512,1400 --no-udp]`
+//! `cargo bench --bench datapath [-- --seconds S --warmup S --sizes 64,512,1400 --no-udp --direct-only
+//! --batch N --full-check --cipher aes-256-gcm|chacha20-poly1305]`
 //!
 //! For each cipher (AES-256-GCM, ChaCha20-Poly1305) and inner packet size:
 //! - raw: `HostKey::seal_in_place` + `open_in_place` of one packet-sized
 //!   buffer, with the data channel's nonce (packet id ‖ 8-byte implicit IV)
 //!   and additional data (4-byte P_DATA_V2 header ‖ packet id), in a loop;
+//! - direct: the data path's own code alone: two data-path instances driven
+//!   on this thread by a minimal OS that checks nothing (rings with the real
+//!   layout, a transport of preallocated send slots, one memcpy per datagram
+//!   onto the wire), A's TX queue to B's RX queue in batches, B's upper
+//!   layer checking what arrives (`common/direct.rs`);
 //! - loopback: two data-path instances (the NetAdapterCx model over the
 //!   in-memory WSK loopback, no syscalls), node A sending to node B as fast
 //!   as its TX ring takes packets, B's upper layer checking every byte;
@@ -15,12 +21,23 @@
 //! every figure is one core's. Each cell warms up, then counts delivered
 //! packets over a fixed time; CPU time (getrusage) is reported beside wall
 //! time because the model's threads share that core with whatever else the
-//! machine runs. Every verifier check stays on; the run ends with both
-//! verifiers' status and fails if either found anything.
+//! machine runs. Every verifier check of the model cells stays on; the run
+//! ends with both verifiers' status (and the direct cells' own checks) and
+//! fails if anything was found.
 
 #[cfg(target_os = "linux")]
 #[path = "common/p2p.rs"]
 mod p2p;
+
+#[cfg(target_os = "linux")]
+#[path = "common/direct.rs"]
+mod direct;
+
+/// Counts allocations per thread, so the direct cells can show that their
+/// timed loop allocates nothing.
+#[cfg(target_os = "linux")]
+#[global_allocator]
+static ALLOCATOR: direct::Counting = direct::Counting;
 
 #[cfg(not(target_os = "linux"))]
 fn main() {
@@ -42,6 +59,7 @@ mod bench {
     use ovpn_dco::crypto::{AeadKey, Cipher, CryptoProvider};
     use ovpn_dco::os::host::wsk::Network;
 
+    use super::direct::{self, Check, DirectSetup};
     use super::p2p::{self, Pair, Setup};
 
     struct Options {
@@ -51,10 +69,26 @@ mod bench {
         udp: bool,
         /// Skip the raw AEAD cells (for profiling the path alone).
         raw: bool,
+        /// Only the direct cells (and raw, their baseline): no model.
+        direct_only: bool,
+        /// Packets per direct round.
+        batch: usize,
+        check: Check,
+        ciphers: Vec<Cipher>,
     }
 
     fn options() -> Options {
-        let mut o = Options { seconds: 2.0, warmup: 0.5, sizes: vec![64, 512, 1400], udp: true, raw: true };
+        let mut o = Options {
+            seconds: 2.0,
+            warmup: 0.5,
+            sizes: vec![64, 512, 1400],
+            udp: true,
+            raw: true,
+            direct_only: false,
+            batch: 64,
+            check: Check::Sampled,
+            ciphers: vec![Cipher::AesGcm, Cipher::ChaCha20Poly1305],
+        };
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
             match a.as_str() {
@@ -68,6 +102,18 @@ mod bench {
                 }
                 "--no-udp" => o.udp = false,
                 "--no-raw" => o.raw = false,
+                "--direct-only" => o.direct_only = true,
+                "--batch" => {
+                    o.batch = args.next().and_then(|v| v.parse().ok()).filter(|&b| b > 0).expect("--batch N (N > 0)")
+                }
+                "--full-check" => o.check = Check::Full,
+                "--cipher" => {
+                    o.ciphers = match args.next().as_deref() {
+                        Some("aes-256-gcm") => vec![Cipher::AesGcm],
+                        Some("chacha20-poly1305") => vec![Cipher::ChaCha20Poly1305],
+                        _ => panic!("--cipher aes-256-gcm|chacha20-poly1305"),
+                    }
+                }
                 // cargo bench passes --bench; filters are not supported.
                 _ => {}
             }
@@ -188,6 +234,22 @@ mod bench {
             .unwrap_or_else(|| "unknown CPU".into())
     }
 
+    /// One row of the table: a path measured against the raw AEAD.
+    struct Row {
+        path: &'static str,
+        rate: Rate,
+        copies_per_byte: f64,
+        lost: u64,
+        sent: u64,
+    }
+
+    fn direct_cell(o: &Options, cipher: Cipher, size: usize, warmup: Duration, run: Duration) -> (Row, Vec<String>) {
+        let setup = DirectSetup { cipher, size, batch: o.batch, check: o.check };
+        let r = direct::run(&setup, warmup, run);
+        let rate = Rate { packets: r.packets, wall: r.wall, cpu: r.cpu };
+        (Row { path: "direct", rate, copies_per_byte: r.copies_per_byte, lost: 0, sent: r.packets }, r.problems)
+    }
+
     pub fn main() {
         let o = options();
         let cpu = p2p::pin_to_one_cpu();
@@ -201,41 +263,48 @@ mod bench {
             o.seconds
         );
         println!("# raw: seal_in_place + open_in_place, 12-byte nonce (id || implicit IV), 8-byte AD, on this thread.");
-        println!("# path: node A -> node B, inner IPv4/UDP packets, every delivered byte checked. Threads per node:");
-        println!("#   NetAdapterCx RX poll + TX poll; WSK delivery + send (loopback) or recvmmsg + sendmmsg (udp);");
-        println!("#   8 threads time-share the one CPU; the bench's main thread sleeps while measuring.");
+        println!(
+            "# direct: A's TX queue -> B's RX queue on this thread, {} packets per round, minimal OS (no checks",
+            o.batch
+        );
+        println!(
+            "#   but the upper layer's: {}); no allocation in the timed loop.",
+            match o.check {
+                Check::Sampled => "length, first and last 16 bytes of every packet, every byte of one per round",
+                Check::Full => "every byte of every packet",
+            }
+        );
+        if !o.direct_only {
+            println!("# loopback/udp: node A -> node B through the host model, every delivered byte checked.");
+            println!("#   Threads per node: NetAdapterCx RX poll + TX poll; WSK delivery + send (loopback) or");
+            println!("#   recvmmsg + sendmmsg (udp); 8 threads time-share the one CPU; the main thread sleeps.");
+        }
         println!("# pps/Gbit/s over wall time; 'cpu' columns over CPU time (getrusage, user+sys);");
-        println!("# ratio = path pps / raw pps (wall), ratio cpu = the same per CPU-second.");
+        println!("# ratio = path pps / raw pps (wall), ratio cpu = the same per CPU-second;");
+        println!("# µs/pkt = CPU time per packet (raw: one seal + one open; path: one packet A -> B).");
         println!();
         println!(
-            "| cipher | size | raw pps | raw Gbit/s | path | pps | Gbit/s | cpu/wall | ratio | ratio cpu | copies/B | lost |"
+            "| cipher | size | raw pps | raw Gbit/s | raw µs/pkt | path | pps | Gbit/s | µs/pkt | cpu/wall | ratio | ratio cpu | copies/B | lost |"
         );
-        println!("|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+        println!("|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
         let mut problems = Vec::new();
         let mut notes = Vec::new();
-        for cipher in [Cipher::AesGcm, Cipher::ChaCha20Poly1305] {
+        for &cipher in &o.ciphers {
             for &size in &o.sizes {
                 let raw = if o.raw { raw_aead(cipher, size, warmup, run) } else { Rate::default() };
-                let mut paths = vec![("loopback", p2p::loopback())];
-                if o.udp {
-                    paths.push(("udp", Network::Real));
+                let mut rows = Vec::new();
+                let (row, found) = direct_cell(&o, cipher, size, warmup, run);
+                problems.extend(found.into_iter().map(|p| format!("{} {size} direct: {p}", name(cipher))));
+                rows.push(row);
+                let mut paths = Vec::new();
+                if !o.direct_only {
+                    paths.push(("loopback", p2p::loopback()));
+                    if o.udp {
+                        paths.push(("udp", Network::Real));
+                    }
                 }
                 for (path, network) in paths {
                     let r = full_path(network, cipher, size, warmup, run);
-                    println!(
-                        "| {} | {size} | {:.0} | {:.2} | {path} | {:.0} | {:.2} | {:.2} | {:.1}% | {:.1}% | {:.3} | {}/{} |",
-                        name(cipher),
-                        raw.pps(),
-                        raw.gbps(size),
-                        r.rate.pps(),
-                        r.rate.gbps(size),
-                        r.rate.cpu.as_secs_f64() / r.rate.wall.as_secs_f64(),
-                        100.0 * r.rate.pps() / raw.pps(),
-                        100.0 * r.rate.pps_cpu() / raw.pps_cpu(),
-                        r.copies_per_byte,
-                        r.lost,
-                        r.sent,
-                    );
                     if r.lost > 0 {
                         notes.push(format!(
                             "{} {size} {path}: lost {} of {}; drops {}",
@@ -246,6 +315,32 @@ mod bench {
                         ));
                     }
                     problems.extend(r.problems.into_iter().map(|p| format!("{} {size} {path}: {p}", name(cipher))));
+                    rows.push(Row {
+                        path,
+                        rate: r.rate,
+                        copies_per_byte: r.copies_per_byte,
+                        lost: r.lost,
+                        sent: r.sent,
+                    });
+                }
+                for r in rows {
+                    println!(
+                        "| {} | {size} | {:.0} | {:.2} | {:.3} | {} | {:.0} | {:.2} | {:.3} | {:.2} | {:.1}% | {:.1}% | {:.3} | {}/{} |",
+                        name(cipher),
+                        raw.pps(),
+                        raw.gbps(size),
+                        1e6 / raw.pps_cpu(),
+                        r.path,
+                        r.rate.pps(),
+                        r.rate.gbps(size),
+                        1e6 / r.rate.pps_cpu(),
+                        r.rate.cpu.as_secs_f64() / r.rate.wall.as_secs_f64(),
+                        100.0 * r.rate.pps() / raw.pps(),
+                        100.0 * r.rate.pps_cpu() / raw.pps_cpu(),
+                        r.copies_per_byte,
+                        r.lost,
+                        r.sent,
+                    );
                 }
             }
         }
@@ -257,9 +352,15 @@ mod bench {
         println!("Not counted: the wire's one write into the receive buffer (a NIC's DMA), and the host");
         println!("backend's copy inside seal() (ring has no out-of-place AEAD; CNG encrypts in one pass).");
         if problems.is_empty() {
-            println!("verifier: clean (NetAdapterCx and WSK: no violations, no leaks; every byte matched)");
+            if o.direct_only {
+                println!(
+                    "checks: clean (direct: every round delivered its batch, matched, released; no drops, no leaks)"
+                );
+            } else {
+                println!("verifier: clean (NetAdapterCx and WSK: no violations, no leaks; every byte matched)");
+            }
         } else {
-            println!("verifier: {} problems", problems.len());
+            println!("problems: {}", problems.len());
             for p in &problems {
                 println!("  {p}");
             }

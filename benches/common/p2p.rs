@@ -38,6 +38,12 @@ pub struct P2p {
     pub controls: AtomicU64,
 }
 
+impl P2p {
+    pub fn new(peer: Arc<Peer<HostKey>>) -> P2p {
+        P2p { peer, controls: AtomicU64::new(0) }
+    }
+}
+
 impl Peers<HostKey> for P2p {
     fn rx_peer(&self, peer_id: PeerId) -> Option<Arc<Peer<HostKey>>> {
         (self.peer.id() == peer_id).then(|| self.peer.clone())
@@ -107,7 +113,7 @@ fn wsk_config() -> WskConfig {
 }
 
 /// Installs the primary key from (`enc`, `dec`) seeds.
-fn install(peer: &Peer<HostKey>, cipher: Cipher, enc: u8, dec: u8) {
+pub fn install(peer: &Peer<HostKey>, cipher: Cipher, enc: u8, dec: u8) {
     let (e, d) = ([enc; 32], [dec; 32]);
     let new = NewKey {
         key_id: KeyId::new(1).unwrap(),
@@ -138,7 +144,8 @@ pub fn template(size: usize) -> Vec<u8> {
     p
 }
 
-fn stamp(p: &mut [u8], id: u32) {
+/// Writes `id` into bytes 20..24 and the last four of a [`template`] packet.
+pub fn stamp(p: &mut [u8], id: u32) {
     let n = p.len();
     p[20..24].copy_from_slice(&id.to_be_bytes());
     p[n - 4..].copy_from_slice(&id.to_be_bytes());
@@ -185,8 +192,7 @@ impl Node {
         let ep = Endpoint { local, remote };
         let peer = Arc::new(Peer::new(PeerId::new(1).unwrap(), ep, None, None, os.now()));
         install(&peer, setup.cipher, keys.0, keys.1);
-        let dp =
-            Arc::new(Datapath::new(os, P2p { peer, controls: AtomicU64::new(0) }, Arc::new(DeviceStats::default())));
+        let dp = Arc::new(Datapath::new(os, P2p::new(peer), Arc::new(DeviceStats::default())));
         dp.open_udp(TransportId(1), local, Some(remote), false).expect("open the UDP socket");
         let mut nx = HostNetAdapter::new(dp.clone(), notifier, model_config());
 

@@ -78,6 +78,17 @@ pub struct Peer<K> {
     mss: AtomicU16,
 }
 
+/// Raises an activity clock to `ms`. Called per packet, mostly within the
+/// same millisecond: the plain load skips the read-modify-write (a locked
+/// compare-exchange loop on x64) when the clock is already there; the
+/// value only ever grows, so a stale load can only lead to a redundant
+/// `fetch_max`, never to a lower clock.
+fn raise(clock: &AtomicU64, ms: u64) {
+    if clock.load(Ordering::Relaxed) < ms {
+        clock.fetch_max(ms, Ordering::Relaxed);
+    }
+}
+
 impl<K: AeadKey> Peer<K> {
     /// A peer with no keys yet. `now` starts both activity clocks, so the
     /// keepalive timeout counts from creation.
@@ -140,11 +151,11 @@ impl<K> Peer<K> {
     }
 
     pub fn mark_received(&self, now: Instant) {
-        self.last_rx.fetch_max(now.as_millis(), Ordering::Relaxed);
+        raise(&self.last_rx, now.as_millis());
     }
 
     pub fn mark_sent(&self, now: Instant) {
-        self.last_tx.fetch_max(now.as_millis(), Ordering::Relaxed);
+        raise(&self.last_tx, now.as_millis());
     }
 
     pub fn last_received(&self) -> Instant {

@@ -98,12 +98,19 @@ impl IndexDeque {
         self.items.len()
     }
 
+    /// `at` (below twice the capacity) wrapped into the ring: a compare, not
+    /// a division, on the per-packet path.
+    fn wrap(&self, at: usize) -> usize {
+        if at >= self.capacity() { at - self.capacity() } else { at }
+    }
+
     /// `false` when full: the caller counts the drop.
     pub fn push_back(&mut self, index: u16) -> bool {
         if self.len >= self.capacity() {
             return false;
         }
-        let at = (self.head + self.len) % self.capacity();
+        // head < capacity and len < capacity here.
+        let at = self.wrap(self.head + self.len);
         match self.items.get_mut(at) {
             Some(slot) => *slot = index,
             None => return false,
@@ -117,7 +124,7 @@ impl IndexDeque {
         if self.len >= self.capacity() {
             return false;
         }
-        let at = (self.head + self.capacity() - 1) % self.capacity();
+        let at = self.wrap(self.head + self.capacity() - 1);
         match self.items.get_mut(at) {
             Some(slot) => *slot = index,
             None => return false,
@@ -127,12 +134,24 @@ impl IndexDeque {
         true
     }
 
+    /// Pops up to `out.len()` indices into `out`, oldest first; returns
+    /// how many.
+    pub fn pop_front_into(&mut self, out: &mut [u16]) -> usize {
+        let mut n = 0;
+        for slot in out.iter_mut() {
+            let Some(index) = self.pop_front() else { break };
+            *slot = index;
+            n += 1;
+        }
+        n
+    }
+
     pub fn pop_front(&mut self) -> Option<u16> {
         if self.len == 0 {
             return None;
         }
         let index = *self.items.get(self.head)?;
-        self.head = (self.head + 1) % self.capacity();
+        self.head = self.wrap(self.head + 1);
         self.len -= 1;
         Some(index)
     }

@@ -367,16 +367,24 @@ pub(crate) unsafe fn receive_indication<O: Os, P: Peers<KeyOf<O>>>(
     // being released before the walk ends ("nothing is read after
     // WskRelease"), and nothing modifies its nodes.
     let walker = unsafe { datagrams(list.as_ptr()) };
+    // TransportBytesReceived, added once per list rather than per datagram.
+    let mut transport_bytes = 0usize;
     for (n, item) in walker.enumerate() {
         if n == RX_INDICATION_BATCH_MAX {
             shared.drop_packet(DropReason::RxBatchOverflow);
             break;
         }
         match item {
-            Ok(datagram) => receive_datagram(link, &mut walk, &datagram, now),
+            Ok(datagram) => {
+                transport_bytes = transport_bytes.saturating_add(datagram.length);
+                receive_datagram(link, &mut walk, &datagram, now);
+            }
             Err(IndicationError::NullMdl) => shared.drop_packet(DropReason::RxNullMdl),
             Err(IndicationError::TooManyDatagrams) => shared.drop_packet(DropReason::RxBatchOverflow),
         }
+    }
+    if transport_bytes > 0 {
+        add(&shared.stats.transport_bytes_received, transport_bytes);
     }
     let retained = walk.record.is_some_and(|r| shared.rx.end_walk(r));
     if walk.queued > 0 {
@@ -387,7 +395,6 @@ pub(crate) unsafe fn receive_indication<O: Os, P: Peers<KeyOf<O>>>(
 
 fn receive_datagram<O: Os, P: Peers<KeyOf<O>>>(link: &Link<O, P>, walk: &mut Walk, d: &Datagram, now: Instant) {
     let shared = &*link.shared;
-    add(&shared.stats.transport_bytes_received, d.length);
     let Some(from) = link.source_of(d.remote_address) else {
         shared.drop_packet(DropReason::RxNoSource);
         return;
@@ -736,6 +743,10 @@ pub(crate) fn return_buffer<O: Os, P: Peers<KeyOf<O>>>(shared: &Shared<O, P>, re
     }
 }
 
+/// Queued slots RX Advance takes from the pending queue per lock: 64 bytes
+/// of stack, and the lock is held for a few dozen index moves at most.
+const RX_ADVANCE_CHUNK: usize = 32;
+
 /// The ring views and extensions of the RX queue.
 struct RxRings {
     rings: QueueRings,
@@ -876,17 +887,26 @@ impl<O: Os, P: Peers<KeyOf<O>>> PacketQueue for RxQueue<O, P> {
         let (packet_begin, fragment_begin) = (r.rings.packets.begin(), r.rings.fragments.begin());
         let (packet_mask, fragment_mask) = (r.rings.packets.mask(), r.rings.fragments.mask());
         let mut filled = 0u32;
-        // Each round indicates one slot or gives one back: bounded by the
-        // pending queue's length.
+        // Queued slots are taken a chunk per pending-lock acquisition, at
+        // most as many as there is room for. Each round takes at least one
+        // (and indicates it or gives it back): bounded by the pending
+        // queue's length.
+        let mut chunk = [0u16; RX_ADVANCE_CHUNK];
         for _ in 0..RX_PENDING_MAX {
-            if filled == room {
+            let want = ((room - filled) as usize).min(RX_ADVANCE_CHUNK);
+            let taken = match chunk.get_mut(..want) {
+                Some(out) if want > 0 => self.shared.rx.pending.lock().queue.pop_front_into(out),
+                _ => 0,
+            };
+            if taken == 0 {
                 break;
             }
-            let Some(index) = self.shared.rx.pending.lock().queue.pop_front() else { break };
-            let packet = advance_index(packet_mask, packet_begin, filled);
-            let fragment = advance_index(fragment_mask, fragment_begin, filled);
-            if self.indicate(&mut r, index, packet, fragment) {
-                filled += 1;
+            for &index in chunk.iter().take(taken) {
+                let packet = advance_index(packet_mask, packet_begin, filled);
+                let fragment = advance_index(fragment_mask, fragment_begin, filled);
+                if self.indicate(&mut r, index, packet, fragment) {
+                    filled += 1;
+                }
             }
         }
         if filled > 0 {

@@ -28,6 +28,7 @@ use super::socket::{Link, LinkKind};
 use super::stats::{DropReason, add, bump};
 use super::{KeyOf, Peers, SEND_SLOTS_MAX, Shared, TX_MAX_FRAGMENTS, TX_PAYLOAD_BACKFILL, ip};
 use crate::control::peers::Peer;
+use crate::control::stats::DeviceStats;
 use crate::netcx::extension::{Extension, NetFragmentVirtualAddress};
 use crate::netcx::packet::NetPacket;
 use crate::netcx::ring::{NetRing, NetRingCollection, QueueRings, advance_index, increment_index};
@@ -352,13 +353,15 @@ pub(crate) fn send_complete<O: Os, P: Peers<KeyOf<O>>>(
     bytes_sent: usize,
 ) {
     let slot = slot.0;
-    let Some((len, _)) = link.send.pending(slot) else {
-        // A completion for a slot that carries nothing: not ours to free.
-        return;
-    };
     let Some(queue) = link.tcp_tx.as_ref().filter(|_| link.kind() == LinkKind::Tcp) else {
+        // UDP: the datagram went whole or not at all. `finish` ignores a
+        // completion for a slot that carries nothing (not ours to free).
         let outcome = if status.is_success() { Ok(bytes_sent) } else { Err(DropReason::TxSendFailed) };
         finish(link, slot, outcome);
+        return;
+    };
+    let Some((len, _)) = link.send.pending(slot) else {
+        // A completion for a slot that carries nothing: not ours to free.
         return;
     };
     if status.is_success() && bytes_sent > 0 && bytes_sent < len {
@@ -632,6 +635,53 @@ pub(crate) struct TxShared {
     in_flight: AtomicU32,
 }
 
+/// The byte counters of one Advance's sent packets (OVPN_STATS TunBytesSent,
+/// the peer's VPN and link bytes), added to the shared counters once per
+/// Advance, and per run of packets to the same peer, instead of three
+/// atomic read-modify-writes per packet. Readers (the stats IOCTL) see them
+/// at most one Advance late.
+struct TxTally<K> {
+    tun_bytes: usize,
+    /// The peer of the current run and its bytes so far.
+    peer: Option<Arc<Peer<K>>>,
+    vpn_bytes: usize,
+    link_bytes: usize,
+}
+
+impl<K> Default for TxTally<K> {
+    fn default() -> Self {
+        Self { tun_bytes: 0, peer: None, vpn_bytes: 0, link_bytes: 0 }
+    }
+}
+
+impl<K> TxTally<K> {
+    fn count(&mut self, peer: &Arc<Peer<K>>, plaintext: usize, wire: usize) {
+        if !self.peer.as_ref().is_some_and(|p| Arc::ptr_eq(p, peer)) {
+            self.flush_peer();
+            self.peer = Some(peer.clone());
+        }
+        self.tun_bytes += plaintext;
+        self.vpn_bytes += plaintext;
+        self.link_bytes += wire;
+    }
+
+    fn flush_peer(&mut self) {
+        if let Some(peer) = self.peer.take() {
+            add(&peer.stats.vpn_tx_bytes, self.vpn_bytes);
+            add(&peer.stats.link_tx_bytes, self.link_bytes);
+        }
+        (self.vpn_bytes, self.link_bytes) = (0, 0);
+    }
+
+    fn flush(&mut self, stats: &DeviceStats) {
+        self.flush_peer();
+        if self.tun_bytes > 0 {
+            add(&stats.tun_bytes_sent, self.tun_bytes);
+            self.tun_bytes = 0;
+        }
+    }
+}
+
 /// What became of one posted packet.
 enum Posted {
     Sent,
@@ -683,6 +733,7 @@ impl<O: Os, P: Peers<KeyOf<O>>> TxQueue<O, P> {
         index: u32,
         link: Option<&Arc<Link<O, P>>>,
         transport: Option<&Arc<O::Transport>>,
+        tally: &mut TxTally<KeyOf<O>>,
     ) -> Posted {
         let shared = &*self.shared;
         let Ok(packet) = r.rings.packets.get(index).copied() else { return Posted::Stalled };
@@ -717,9 +768,7 @@ impl<O: Os, P: Peers<KeyOf<O>>> TxQueue<O, P> {
             }
         };
         let plaintext = packet_bytes.total;
-        add(&shared.stats.tun_bytes_sent, plaintext);
-        add(&peer.stats.vpn_tx_bytes, plaintext);
-        add(&peer.stats.link_tx_bytes, len);
+        tally.count(&peer, plaintext, len);
         if copied {
             add(&shared.copies.tx_copied_bytes, plaintext);
         }
@@ -777,9 +826,10 @@ impl<O: Os, P: Peers<KeyOf<O>>> PacketQueue for TxQueue<O, P> {
         let transport = link.as_ref().and_then(|l| l.transport());
         let mut r = self.rings.lock();
         let mask = r.rings.packets.mask();
+        let mut tally = TxTally::default();
         if let Ok(post) = r.rings.packets.post_section() {
             for index in post {
-                match self.post(&mut r, index, link.as_ref(), transport.as_ref()) {
+                match self.post(&mut r, index, link.as_ref(), transport.as_ref(), &mut tally) {
                     Posted::Sent | Posted::Ignored => {}
                     Posted::Dropped(reason) => {
                         shared.drop_packet(reason);
@@ -791,6 +841,7 @@ impl<O: Os, P: Peers<KeyOf<O>>> PacketQueue for TxQueue<O, P> {
                 let _ = r.rings.packets.set_next(increment_index(mask, index));
             }
         }
+        tally.flush(&shared.stats);
         self.drain(&mut r);
     }
 
