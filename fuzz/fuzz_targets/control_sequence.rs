@@ -326,7 +326,7 @@ fn allowed(code: u32, status: NtStatus, info: usize) -> bool {
         Ioctl::NotifyEvent => 144,
         Ioctl::GetPeerStats => {
             if status == S::SUCCESS {
-                return info % size_of::<OvpnPeerStats>() == 0;
+                return info.is_multiple_of(size_of::<OvpnPeerStats>());
             }
             0
         }
@@ -699,10 +699,11 @@ impl Run {
                 let shape = inp.u8();
                 let code = if options.is_some() { Ioctl::NewKeyV2 } else { Ioctl::NewKey }.code();
                 let status = self.ioctl(code, &damage(crypto_data(&k), shape), 0);
-                if status == Some(NtStatus::SUCCESS) && shape & 7 < 6 {
-                    if let Some(slots) = mirror(&k) {
-                        self.key = Some((u32::try_from(k.peer).unwrap_or(0), slots));
-                    }
+                if status == Some(NtStatus::SUCCESS)
+                    && shape & 7 < 6
+                    && let Some(slots) = mirror(&k)
+                {
+                    self.key = Some((u32::try_from(k.peer).unwrap_or(0), slots));
                 }
             }
             3 => {
