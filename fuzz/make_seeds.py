@@ -187,8 +187,201 @@ def mss_clamp():
     write(t, "ack4_with_data", struct.pack(">H", 1360) + b"\x00" + ipv4(tcp(0x10, b"", b"hello")))
 
 
+# --- control_sequence: operations on one adapter (fuzz_targets/control_sequence.rs)
+# Addresses and output sizes are indices into the target's ADDRS and OUT_LENS.
+
+A_LOCAL4, A_REMOTE4, A_LOCAL6, A_ANY4, A_ANY6, A_LISTEN6 = 0, 1, 2, 4, 5, 7
+A_CLIENT1, A_CLIENT2, A_TCP6 = 8, 10, 12
+R_REMOTE4, R_CLIENT1, R_CLIENT2 = 0, 2, 3          # the network's sockets (REMOTES)
+OUT_0, OUT_12, OUT_32, OUT_40, OUT_64, OUT_144, OUT_2048 = 0, 3, 4, 6, 7, 10, 11
+
+
+def op_new_peer(local, remote, tcp=False, listen=False, shape=0):
+    return bytes([1, local, remote, (1 if tcp else 0) | (2 if listen else 0), OUT_0, shape])
+
+
+def op_new_key(slot, key_id, peer, material, v2=False, epoch=False, chacha=False, key_len=0, shape=0):
+    flags = (1 if v2 or epoch else 0) | (2 if epoch else 0)
+    return bytes([2, flags, slot, 1 if chacha else 0, key_len, key_id, peer, material, shape])
+
+
+def op_set_peer(interval, timeout, peer=None, mss=0, shape=0):
+    return bytes([3, 0 if peer is None else 1, peer or 0, interval, timeout, mss, shape])
+
+
+def op_mp_new_peer(remote, vpn4, vpn6, peer, shape=0):
+    return bytes([4, remote, vpn4, vpn6, peer, shape])
+
+
+SMALL = {"set_mode_mp": 0x1E, "start_vpn": 1, "del_peer": 2, "swap_keys": 3, "mp_swap_keys": 4,
+         "mp_del_peer": 5, "get_stats": 6, "get_version": 7, "notify_event": 8, "get_peer_stats": 9}
+
+
+def op_small(which, peer=0, out=OUT_0):
+    return bytes([5, SMALL[which], peer, out])
+
+
+def op_mp_start_vpn(listen, out=OUT_32, shape=0):
+    return bytes([6, listen, 0, out, shape])
+
+
+def op_iroute(prefix, netbits, peer, delete=False, v6=False):
+    return bytes([7, (1 if delete else 0) | (2 if v6 else 0), prefix, netbits, peer, 0])
+
+
+def op_read(out=OUT_2048):
+    return bytes([8, out])
+
+
+def op_write(payload, to=0, prefix=False):
+    return bytes([9, 1 if prefix else 0, to, len(payload)]) + payload
+
+
+def op_cancel(back):
+    return bytes([10, back])
+
+
+def op_timer(seconds):
+    return bytes([11]) + struct.pack("<H", seconds * 1000 // 16)
+
+
+def op_datagram(remote, to, payload):
+    return bytes([12, remote, to, len(payload)]) + payload
+
+
+def op_data(remote, to, payload):
+    return bytes([13, remote, to, len(payload)]) + payload
+
+
+def op_tcp(what, payload=b""):
+    return bytes([14, what, len(payload)]) + payload
+
+
+OP_CLEANUP, OP_PUMP = bytes([15]), bytes([16])
+
+SESSION = bytes(range(1, 9))
+HARD_RESET_CLIENT = bytes([7 << 3]) + SESSION + bytes([0]) + struct.pack(">I", 0)
+HARD_RESET_SERVER = bytes([8 << 3]) + SESSION[::-1] + bytes([1]) + struct.pack(">I", 0) + SESSION + struct.pack(">I", 0)
+CONTROL_V1 = bytes([4 << 3]) + SESSION + bytes([0]) + struct.pack(">I", 1) + b"\x16\x03\x01" + bytes(40)
+PING = bytes([0x45, 0, 0, 28]) + bytes(4) + bytes([64, 1, 0, 0, 10, 8, 0, 1, 10, 8, 0, 2]) + bytes([8, 0, 0, 0, 0, 1, 0, 1])
+
+
+def control_sequence():
+    t = "control_sequence"
+    # OpenVPN 2.6 P2P UDP client: version, NEW_PEER, TLS over ReadFile/WriteFile,
+    # key, keepalive, START_VPN, data, renegotiation, ping timeout, DEL_PEER.
+    write(t, "p2p_udp_client_26", b"".join([
+        op_small("get_version", out=OUT_12),
+        op_new_peer(A_LOCAL4, A_REMOTE4),
+        op_read(),
+        op_write(HARD_RESET_CLIENT),
+        op_datagram(R_REMOTE4, A_LOCAL4, HARD_RESET_SERVER),
+        op_read(),
+        op_write(CONTROL_V1),
+        op_new_key(0, 0, 1, 0x11),
+        op_set_peer(10, 60),
+        op_small("start_vpn"),
+        op_data(R_REMOTE4, A_LOCAL4, PING),
+        op_timer(11),
+        op_small("get_peer_stats", peer=0xF0, out=OUT_64),
+        op_new_key(1, 1, 1, 0x22),
+        op_small("swap_keys"),
+        op_data(R_REMOTE4, A_LOCAL4, PING),
+        op_timer(61),
+        op_read(),
+        op_small("del_peer"),
+        OP_CLEANUP,
+    ]))
+    # OpenVPN 2.6 P2P TCP over IPv6: NEW_PEER parks until connected, framed
+    # control packets, ChaCha20-Poly1305, then the server resets.
+    write(t, "p2p_tcp6_client_26", b"".join([
+        op_new_peer(A_ANY6, A_TCP6, tcp=True, listen=True),
+        OP_PUMP,
+        op_read(),
+        op_write(HARD_RESET_CLIENT),
+        op_tcp(2, HARD_RESET_SERVER),
+        op_read(),
+        op_new_key(0, 0, 3, 0x33, chacha=True),
+        op_set_peer(10, 120),
+        op_small("start_vpn"),
+        op_tcp(2, CONTROL_V1),
+        op_small("get_stats", out=OUT_64),
+        op_read(),
+        op_tcp(1),
+        op_read(),
+        op_small("del_peer"),
+        OP_CLEANUP,
+    ]))
+    # OpenVPN 2.7 P2P client with epoch data keys (NEW_KEY_V2) and a rekey.
+    write(t, "p2p_udp6_epoch_27", b"".join([
+        op_small("get_version", out=OUT_12),
+        op_new_peer(A_LOCAL6, 3),
+        op_datagram(1, A_LOCAL6, HARD_RESET_SERVER),
+        op_read(),
+        op_new_key(0, 1, 5, 0x44, epoch=True),
+        op_set_peer(5, 30, mss=100),
+        op_small("start_vpn"),
+        op_data(1, A_LOCAL6, PING),
+        op_new_key(1, 2, 5, 0x55, epoch=True, key_len=1),
+        op_small("swap_keys"),
+        op_small("get_peer_stats", peer=5, out=OUT_40),
+        op_timer(6),
+        OP_CLEANUP,
+    ]))
+    # OpenVPN 2.7 MP server: SET_MODE, MP_START_VPN, NOTIFY_EVENT waiting,
+    # two clients with keys, an iroute, data, MP_DEL_PEER, keepalive expiry.
+    write(t, "mp_server_27", b"".join([
+        op_small("get_version", out=OUT_12),
+        op_small("set_mode_mp"),
+        op_mp_start_vpn(A_LISTEN6),
+        op_small("notify_event", out=OUT_144),
+        op_read(),
+        op_datagram(R_CLIENT1, A_LISTEN6, HARD_RESET_CLIENT),
+        op_write(HARD_RESET_SERVER, to=A_CLIENT1, prefix=True),
+        op_mp_new_peer(A_CLIENT1, 2, 2, 1),
+        op_new_key(0, 0, 1, 0x66, v2=True),
+        op_set_peer(10, 60, peer=1),
+        op_iroute(3, 24, 1),
+        op_data(R_CLIENT1, A_LISTEN6, PING),
+        op_mp_new_peer(A_CLIENT2, 3, 0, 2),
+        op_new_key(0, 0, 2, 0x77, epoch=True),
+        op_set_peer(5, 20, peer=2),
+        op_small("mp_swap_keys", peer=2),
+        op_small("get_peer_stats", peer=0xF0, out=OUT_64),
+        op_small("mp_del_peer", peer=1),
+        op_small("notify_event", out=OUT_144),
+        op_timer(30),
+        op_small("notify_event", out=OUT_144),
+        op_iroute(3, 24, 1, delete=True),
+        OP_CLEANUP,
+    ]))
+    # Hostile use of one handle: unknown and damaged IOCTLs, keys without a
+    # peer, reads until the queue is full, cancels, a second handle.
+    write(t, "bad_input_and_reopen", b"".join([
+        bytes([0, 23, OUT_0, 4, 1, 2, 3, 4]),
+        op_new_key(0, 0, 0, 0x01),
+        op_new_peer(A_LOCAL4, A_REMOTE4, shape=6 | (3 << 3)),
+        op_write(CONTROL_V1),
+        op_small("set_mode_mp"),
+        op_small("set_mode_mp"),
+        op_small("notify_event", out=OUT_12),
+        op_small("notify_event", out=OUT_144),
+        *[op_read() for _ in range(17)],
+        op_cancel(0),
+        op_cancel(3),
+        op_mp_start_vpn(A_ANY4, out=OUT_12),
+        op_iroute(1, 40, 0),
+        OP_CLEANUP,
+        op_new_peer(A_LOCAL4, A_REMOTE4),
+        op_small("start_vpn"),
+        op_read(),
+        op_cancel(0),
+    ]))
+
+
 if __name__ == "__main__":
     uapi()
     data_packet()
     tcp_stream()
     mss_clamp()
+    control_sequence()

@@ -21,7 +21,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 FUZZ_SECONDS=${FUZZ_SECONDS:-30}
-read -r -a TARGETS <<<"${FUZZ_TARGETS:-uapi_decode data_packet tcp_stream mss_clamp}"
+read -r -a TARGETS <<<"${FUZZ_TARGETS:-uapi_decode data_packet tcp_stream mss_clamp control_sequence}"
 
 export CARGO_TERM_COLOR=never
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
