@@ -106,6 +106,17 @@ impl Lab {
         got
     }
 
+    /// `n` data packets captured each way between client 1 and the server:
+    /// (client → server, server → client).
+    fn capture_both_ways(&self, n: usize) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+        let to_server = self.capture_client_packets(n);
+        self.net.hub.capture(n);
+        self.deliver(0, 1, n);
+        let to_client = self.captured(server_addr(), client_addr(1));
+        assert_eq!(to_client.len(), n);
+        (to_server, to_client)
+    }
+
     fn finish(self) {
         self.ledger.assert_clean("the end");
         self.net.finish();
@@ -179,11 +190,7 @@ fn captured_packets_replayed_are_refused_and_never_delivered() {
     let lab = Lab::new();
     lab.traffic_flows(20);
     let (s, c1) = (lab.node(0), lab.node(1));
-    let to_server = lab.capture_client_packets(40);
-    lab.net.hub.capture(40);
-    lab.deliver(0, 1, 40);
-    let to_client = lab.captured(server_addr(), client_addr(1));
-    assert_eq!(to_client.len(), 40);
+    let (to_server, to_client) = lab.capture_both_ways(40);
     let before = states(&lab);
     let received = (lab.ledger.received(0), lab.ledger.received(1));
     let (lost_s, lost_c) = (s.stats().lost_in_data_packets, c1.stats().lost_in_data_packets);
@@ -270,10 +277,7 @@ fn data_for_unknown_peer_ids_is_dropped_by_the_server() {
 fn a_data_packet_naming_an_empty_key_slot_is_dropped() {
     let lab = Lab::new();
     let (s, c1) = (lab.node(0), lab.node(1));
-    let valid = lab.capture_client_packets(10);
-    lab.net.hub.capture(10);
-    lab.deliver(0, 1, 10);
-    let to_client = lab.captured(server_addr(), client_addr(1));
+    let (valid, to_client) = lab.capture_both_ways(10);
     let before = states(&lab);
     let received = (lab.ledger.received(0), lab.ledger.received(1));
     let (ks, kc) = (s.drops(DropReason::RxUnknownKey), c1.drops(DropReason::RxUnknownKey));
@@ -382,10 +386,7 @@ fn only_an_authenticated_packet_from_a_new_address_floats_an_mp_peer() {
 fn truncated_and_garbage_datagrams_of_every_length_up_to_64_are_refused() {
     let lab = Lab::new();
     let (s, c1) = (lab.node(0), lab.node(1));
-    let valid = lab.capture_client_packets(4);
-    lab.net.hub.capture(4);
-    lab.deliver(0, 1, 4);
-    let to_client = lab.captured(server_addr(), client_addr(1));
+    let (valid, to_client) = lab.capture_both_ways(4);
     let before = states(&lab);
     let received = (lab.ledger.received(0), lab.ledger.received(1));
     let mut rng = XorShift::new(64);
