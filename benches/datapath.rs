@@ -7,6 +7,10 @@
 //! - raw: `HostKey::seal_in_place` + `open_in_place` of one packet-sized
 //!   buffer, with the data channel's nonce (packet id ‖ 8-byte implicit IV)
 //!   and additional data (4-byte P_DATA_V2 header ‖ packet id), in a loop;
+//! - raw, same buffers (a second baseline, printed beside the first): the
+//!   same, but per round of `--batch` packets an out-of-place `seal` (as TX
+//!   calls it) from that many inner packets into send-slot-sized buffers,
+//!   then `open_in_place` of each there (as RX does);
 //! - direct: the data path's own code alone: two data-path instances driven
 //!   on this thread by a minimal OS that checks nothing (rings with the real
 //!   layout, a transport of preallocated send slots, one memcpy per datagram
