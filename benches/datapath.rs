@@ -7,6 +7,10 @@
 //! - raw: `HostKey::seal_in_place` + `open_in_place` of one packet-sized
 //!   buffer, with the data channel's nonce (packet id ‖ 8-byte implicit IV)
 //!   and additional data (4-byte P_DATA_V2 header ‖ packet id), in a loop;
+//! - raw, same buffers (a second baseline, printed beside the first): the
+//!   same, but per round of `--batch` packets an out-of-place `seal` (as TX
+//!   calls it) from that many inner packets into send-slot-sized buffers,
+//!   then `open_in_place` of each there (as RX does);
 //! - direct: the data path's own code alone: two data-path instances driven
 //!   on this thread by a minimal OS that checks nothing (rings with the real
 //!   layout, a transport of preallocated send slots, one memcpy per datagram
@@ -57,6 +61,7 @@ mod bench {
 
     use ovpn_dco::crypto::host::HostCrypto;
     use ovpn_dco::crypto::{AeadKey, Cipher, CryptoProvider};
+    use ovpn_dco::os::SEND_SLOT_SIZE;
     use ovpn_dco::os::host::wsk::Network;
 
     use super::direct::{self, Check, DirectSetup};
@@ -177,6 +182,69 @@ mod bench {
         Rate { packets, wall: start.elapsed(), cpu: p2p::cpu_time() - cpu0 }
     }
 
+    /// The second baseline, "raw, same buffers": the same backend and frame
+    /// shapes, but called the way the data path calls it and over as much
+    /// memory as the direct cell touches. Each round seals `batch` packets
+    /// out of place (`seal`, as TX does) from `batch` separate inner packets
+    /// into `batch` send-slot-sized buffers, after the 24 bytes of header,
+    /// packet id and tag, then opens each of them in place (`open_in_place`,
+    /// as RX does). Not included: the wire's copy into a receive buffer,
+    /// which the direct cell's harness does (a NIC's DMA).
+    fn raw_same_buffers(cipher: Cipher, size: usize, batch: usize, warmup: Duration, run: Duration) -> Rate {
+        const HEAD: usize = 24;
+        let key = HostCrypto.new_key(cipher, &[0x5a; 32]).expect("key");
+        let tail = [0xa5u8; 8];
+        let inner: Vec<Vec<u8>> = (0..batch)
+            .map(|k| {
+                let mut p = p2p::template(size);
+                p2p::stamp(&mut p, k as u32);
+                p
+            })
+            .collect();
+        let mut slots = vec![[0u8; SEND_SLOT_SIZE]; batch];
+        let mut tags = vec![[0u8; 16]; batch];
+        assert!(HEAD + size <= SEND_SLOT_SIZE, "a packet fits a send slot");
+        let mut id: u32 = 0;
+        let frame = |id: u32| {
+            let mut nonce = [0u8; 12];
+            nonce[..4].copy_from_slice(&id.to_be_bytes());
+            nonce[4..].copy_from_slice(&tail);
+            let mut ad = [0x48, 0, 0, 1, 0, 0, 0, 0];
+            ad[4..].copy_from_slice(&id.to_be_bytes());
+            (nonce, ad)
+        };
+        let mut round = |id: &mut u32| {
+            let first = *id;
+            for ((packet, slot), tag) in inner.iter().zip(slots.iter_mut()).zip(tags.iter_mut()) {
+                *id = id.wrapping_add(1);
+                let (nonce, ad) = frame(*id);
+                key.seal(&nonce, &ad, packet, &mut slot[HEAD..HEAD + size], tag).expect("seal");
+            }
+            let mut at = first;
+            for (slot, tag) in slots.iter_mut().zip(tags.iter()) {
+                at = at.wrapping_add(1);
+                let (nonce, ad) = frame(at);
+                key.open_in_place(&nonce, &ad, black_box(&mut slot[HEAD..HEAD + size]), tag).expect("open");
+            }
+        };
+        let until = Instant::now() + warmup;
+        while Instant::now() < until {
+            round(&mut id);
+        }
+        let (start, cpu0) = (Instant::now(), p2p::cpu_time());
+        let mut packets = 0u64;
+        while start.elapsed() < run {
+            round(&mut id);
+            packets += batch as u64;
+        }
+        let rate = Rate { packets, wall: start.elapsed(), cpu: p2p::cpu_time() - cpu0 };
+        // Every byte of the last round came back as it was sent.
+        for (packet, slot) in inner.iter().zip(slots.iter()) {
+            assert_eq!(&slot[HEAD..HEAD + size], &packet[..], "raw, same buffers: a packet did not round-trip");
+        }
+        rate
+    }
+
     /// One direction through both data paths.
     struct PathResult {
         rate: Rate,
@@ -264,6 +332,11 @@ mod bench {
         );
         println!("# raw: seal_in_place + open_in_place, 12-byte nonce (id || implicit IV), 8-byte AD, on this thread.");
         println!(
+            "# raw same-buf: the same key, nonce and AD, but per round {} out-of-place seals (as TX calls it) from {}",
+            o.batch, o.batch
+        );
+        println!("#   inner packets into send-slot-sized buffers, then open_in_place of each there (as RX does).");
+        println!(
             "# direct: A's TX queue -> B's RX queue on this thread, {} packets per round, minimal OS (no checks",
             o.batch
         );
@@ -280,18 +353,20 @@ mod bench {
             println!("#   recvmmsg + sendmmsg (udp); 8 threads time-share the one CPU; the main thread sleeps.");
         }
         println!("# pps/Gbit/s over wall time; 'cpu' columns over CPU time (getrusage, user+sys);");
-        println!("# ratio = path pps / raw pps (wall), ratio cpu = the same per CPU-second;");
+        println!("# ratio = path pps / raw pps (wall), ratio cpu = the same per CPU-second (the headline);");
+        println!("# same-buf µs/pkt, ratio cpu same-buf: the same against the 'raw, same buffers' baseline.");
         println!("# µs/pkt = CPU time per packet (raw: one seal + one open; path: one packet A -> B).");
         println!();
         println!(
-            "| cipher | size | raw pps | raw Gbit/s | raw µs/pkt | path | pps | Gbit/s | µs/pkt | cpu/wall | ratio | ratio cpu | copies/B | lost |"
+            "| cipher | size | raw pps | raw Gbit/s | raw µs/pkt | path | pps | Gbit/s | µs/pkt | cpu/wall | ratio | ratio cpu | same-buf µs/pkt | ratio cpu same-buf | copies/B | lost |"
         );
-        println!("|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        println!("|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         let mut problems = Vec::new();
         let mut notes = Vec::new();
         for &cipher in &o.ciphers {
             for &size in &o.sizes {
                 let raw = if o.raw { raw_aead(cipher, size, warmup, run) } else { Rate::default() };
+                let same = if o.raw { raw_same_buffers(cipher, size, o.batch, warmup, run) } else { Rate::default() };
                 let mut rows = Vec::new();
                 let (row, found) = direct_cell(&o, cipher, size, warmup, run);
                 problems.extend(found.into_iter().map(|p| format!("{} {size} direct: {p}", name(cipher))));
@@ -325,7 +400,7 @@ mod bench {
                 }
                 for r in rows {
                     println!(
-                        "| {} | {size} | {:.0} | {:.2} | {:.3} | {} | {:.0} | {:.2} | {:.3} | {:.2} | {:.1}% | {:.1}% | {:.3} | {}/{} |",
+                        "| {} | {size} | {:.0} | {:.2} | {:.3} | {} | {:.0} | {:.2} | {:.3} | {:.2} | {:.1}% | {:.1}% | {:.3} | {:.1}% | {:.3} | {}/{} |",
                         name(cipher),
                         raw.pps(),
                         raw.gbps(size),
@@ -337,6 +412,8 @@ mod bench {
                         r.rate.cpu.as_secs_f64() / r.rate.wall.as_secs_f64(),
                         100.0 * r.rate.pps() / raw.pps(),
                         100.0 * r.rate.pps_cpu() / raw.pps_cpu(),
+                        1e6 / same.pps_cpu(),
+                        100.0 * r.rate.pps_cpu() / same.pps_cpu(),
                         r.copies_per_byte,
                         r.lost,
                         r.sent,

@@ -28,7 +28,7 @@ use core::ptr::NonNull;
 
 use super::pools::{BufferPool, IndexDeque, IndexPool};
 use super::socket::{Link, same_endpoint};
-use super::stats::{DropReason, add, bump};
+use super::stats::{DropReason, add, bump, bump_by};
 use super::{
     KeyOf, Peers, RX_BUFFER_SIZE, RX_COPY_BUFFERS, RX_INDICATION_BATCH_MAX, RX_MDL_CHAIN_MAX, RX_PENDING_MAX,
     RX_RETAINED_LISTS_MAX, RX_SLOTS_MAX, Shared, ip,
@@ -278,9 +278,9 @@ impl<O: Os, P: Peers<KeyOf<O>>> RxState<O, P> {
         self.slot_pool.put(index);
     }
 
-    /// Puts a decrypted packet into slot `index` and queues it for Advance.
-    /// On failure the slot is freed (and with it `owner`).
-    fn queue(&self, index: u16, owner: Owner, payload: NonNull<u8>, len: u32) -> Result<(), DropReason> {
+    /// Puts a decrypted packet into slot `index` (Queued); the caller then
+    /// pushes it onto the pending queue ([`RxBatch::push`]).
+    fn fill(&self, index: u16, owner: Owner, payload: NonNull<u8>, len: u32) -> Result<(), DropReason> {
         let Some(slot) = self.slots.get(usize::from(index)) else { return Err(DropReason::RxNoSlot) };
         if let Owner::Retained(record) = owner {
             // Before the slot is visible to anyone who could drop it.
@@ -288,27 +288,12 @@ impl<O: Os, P: Peers<KeyOf<O>>> RxState<O, P> {
                 r.refs.fetch_add(1, Ordering::AcqRel);
             }
         }
-        {
-            let mut s = slot.lock();
-            s.state = SlotState::Queued;
-            s.owner = Some(owner);
-            s.payload = Some(Payload(payload));
-            s.len = len;
-        }
-        let queued = {
-            let mut p = self.pending.lock();
-            if !p.accepting {
-                Err(DropReason::RxQueueStopped)
-            } else if !p.queue.push_back(index) {
-                Err(DropReason::RxQueueFull)
-            } else {
-                Ok(())
-            }
-        };
-        if queued.is_err() {
-            self.free_slot(index);
-        }
-        queued
+        let mut s = slot.lock();
+        s.state = SlotState::Queued;
+        s.owner = Some(owner);
+        s.payload = Some(Payload(payload));
+        s.len = len;
+        Ok(())
     }
 
     /// The copy buffer `index` as a slice of `len` bytes.
@@ -328,19 +313,155 @@ impl<O: Os, P: Peers<KeyOf<O>>> RxState<O, P> {
     }
 }
 
+/// Filled slots a receive callback pushes onto the pending queue per lock
+/// acquisition, at most this many at a time (256 bytes of stack).
+const RX_BATCH_CHUNK: usize = 32;
+
+/// The peer of a run of received packets naming the same peer id: looked
+/// up once per run instead of once per packet, with the remote address its
+/// endpoint had (the float check) and the run's byte counters.
+///
+/// A peer the control plane removes during a run is used for the rest of
+/// that one indication list (at most [`RX_INDICATION_BATCH_MAX`]
+/// datagrams), as if each packet's lookup had happened just before the
+/// removal: the `Arc` keeps it alive, and nothing it is used for outlives
+/// the callback except slots, which hold no peer.
+struct RunPeer<K> {
+    id: crate::proto::PeerId,
+    peer: Arc<Peer<K>>,
+    remote: core::net::SocketAddr,
+    /// The peer's LinkBytesReceived and VpnBytesReceived of this run.
+    link_bytes: usize,
+    vpn_bytes: usize,
+}
+
+/// One receive callback's queued slots and counters. Slots are pushed onto
+/// the pending queue [`RX_BATCH_CHUNK`] per lock; the counters
+/// (ReceivedDataPackets, TunBytesReceived, the peer's link and VPN bytes)
+/// are added to the shared ones once per callback and per peer run instead
+/// of per packet, so readers (the stats IOCTL) see them at most one
+/// indication list late. [`RxBatch::finish`] must run before the callback
+/// ends its walk.
+struct RxBatch<O: Os> {
+    slots: [(u16, u32); RX_BATCH_CHUNK],
+    filled: usize,
+    run: Option<RunPeer<KeyOf<O>>>,
+    received_packets: u32,
+    tun_bytes: usize,
+    /// Slots pushed onto the pending queue.
+    queued: usize,
+}
+
+impl<O: Os> RxBatch<O> {
+    fn new() -> Self {
+        Self { slots: [(0, 0); RX_BATCH_CHUNK], filled: 0, run: None, received_packets: 0, tun_bytes: 0, queued: 0 }
+    }
+
+    /// Makes `id`'s peer the run's (a lookup only when the id changes).
+    /// `false` if the control plane knows no such peer.
+    fn enter<P: Peers<KeyOf<O>>>(&mut self, shared: &Shared<O, P>, id: crate::proto::PeerId) -> bool {
+        if self.run.as_ref().is_some_and(|r| r.id == id) {
+            return true;
+        }
+        let Some(peer) = shared.peers.rx_peer(id) else { return false };
+        self.end_run(shared);
+        let remote = peer.endpoint().remote;
+        self.run = Some(RunPeer { id, peer, remote, link_bytes: 0, vpn_bytes: 0 });
+        true
+    }
+
+    /// Pushes the filled slots, then adds the run's peer counters.
+    fn end_run<P: Peers<KeyOf<O>>>(&mut self, shared: &Shared<O, P>) {
+        self.push(shared);
+        if let Some(run) = self.run.take() {
+            if run.link_bytes > 0 {
+                add(&run.peer.stats.link_rx_bytes, run.link_bytes);
+            }
+            if run.vpn_bytes > 0 {
+                add(&run.peer.stats.vpn_rx_bytes, run.vpn_bytes);
+            }
+        }
+    }
+
+    /// Slot `index`, filled with `len` plaintext bytes of the run's peer,
+    /// for the pending queue.
+    fn queue<P: Peers<KeyOf<O>>>(&mut self, shared: &Shared<O, P>, index: u16, len: u32) {
+        if self.filled == RX_BATCH_CHUNK {
+            self.push(shared);
+        }
+        if let Some(entry) = self.slots.get_mut(self.filled) {
+            *entry = (index, len);
+            self.filled += 1;
+        } else {
+            // Cannot happen (pushed above); the slot must not be lost.
+            shared.rx.free_slot(index);
+            drop_data(shared, DropReason::RxQueueFull);
+        }
+    }
+
+    /// The filled slots onto the pending queue under one lock; a slot the
+    /// queue refuses is freed (with what it owned) and counted as dropped.
+    fn push<P: Peers<KeyOf<O>>>(&mut self, shared: &Shared<O, P>) {
+        let rx = &shared.rx;
+        let filled = core::mem::take(&mut self.filled);
+        let Some(slots) = self.slots.get(..filled) else { return };
+        let mut refused = [None::<DropReason>; RX_BATCH_CHUNK];
+        {
+            let mut p = rx.pending.lock();
+            for (&(index, _), refusal) in slots.iter().zip(refused.iter_mut()) {
+                *refusal = if !p.accepting {
+                    Some(DropReason::RxQueueStopped)
+                } else if !p.queue.push_back(index) {
+                    Some(DropReason::RxQueueFull)
+                } else {
+                    None
+                };
+            }
+        }
+        for (&(index, len), refusal) in slots.iter().zip(refused.iter()) {
+            match refusal {
+                None => {
+                    self.queued += 1;
+                    self.tun_bytes += len as usize;
+                    if let Some(run) = self.run.as_mut() {
+                        run.vpn_bytes += len as usize;
+                    }
+                }
+                Some(reason) => {
+                    rx.free_slot(index);
+                    drop_data(shared, *reason);
+                }
+            }
+        }
+    }
+
+    /// Everything pushed and counted; returns the slots queued.
+    fn finish<P: Peers<KeyOf<O>>>(&mut self, shared: &Shared<O, P>) -> usize {
+        self.end_run(shared);
+        if self.received_packets > 0 {
+            bump_by(&shared.stats.received_data_packets, self.received_packets);
+            self.received_packets = 0;
+        }
+        if self.tun_bytes > 0 {
+            add(&shared.stats.tun_bytes_received, self.tun_bytes);
+            self.tun_bytes = 0;
+        }
+        core::mem::take(&mut self.queued)
+    }
+}
+
 /// One pass over an indication list.
-struct Walk {
+struct Walk<O: Os> {
     list: NonNull<WskDatagramIndication>,
     /// The record holding the walk's reference, once a data packet needed it.
     record: Option<u16>,
     /// No record can be had for this list: data goes the copy path.
     no_record: bool,
-    /// Slots queued for Advance.
-    queued: usize,
+    batch: RxBatch<O>,
 }
 
-impl Walk {
-    fn record<O: Os, P: Peers<KeyOf<O>>>(&mut self, link: &Link<O, P>) -> Option<u16> {
+impl<O: Os> Walk<O> {
+    fn record<P: Peers<KeyOf<O>>>(&mut self, link: &Link<O, P>) -> Option<u16> {
         if self.record.is_none() && !self.no_record {
             self.record = link.shared.rx.take_record(link, self.list);
             self.no_record = self.record.is_none();
@@ -361,7 +482,7 @@ pub(crate) unsafe fn receive_indication<O: Os, P: Peers<KeyOf<O>>>(
 ) -> NtStatus {
     let shared = &*link.shared;
     let now = shared.os.now();
-    let mut walk = Walk { list, record: None, no_record: link.is_detached(), queued: 0 };
+    let mut walk = Walk { list, record: None, no_record: link.is_detached(), batch: RxBatch::new() };
     // SAFETY: WSK delivered the list and it stays valid for this call; the
     // walk reference taken with the first retained datagram keeps it from
     // being released before the walk ends ("nothing is read after
@@ -386,14 +507,16 @@ pub(crate) unsafe fn receive_indication<O: Os, P: Peers<KeyOf<O>>>(
     if transport_bytes > 0 {
         add(&shared.stats.transport_bytes_received, transport_bytes);
     }
+    // Before the walk's reference goes: a refused slot drops its own.
+    let queued = walk.batch.finish(shared);
     let retained = walk.record.is_some_and(|r| shared.rx.end_walk(r));
-    if walk.queued > 0 {
+    if queued > 0 {
         shared.rx.kick(&shared.os);
     }
     if retained { NtStatus::PENDING } else { NtStatus::SUCCESS }
 }
 
-fn receive_datagram<O: Os, P: Peers<KeyOf<O>>>(link: &Link<O, P>, walk: &mut Walk, d: &Datagram, now: Instant) {
+fn receive_datagram<O: Os, P: Peers<KeyOf<O>>>(link: &Link<O, P>, walk: &mut Walk<O>, d: &Datagram, now: Instant) {
     let shared = &*link.shared;
     let Some(from) = link.source_of(d.remote_address) else {
         shared.drop_packet(DropReason::RxNoSource);
@@ -411,7 +534,7 @@ fn receive_datagram<O: Os, P: Peers<KeyOf<O>>>(link: &Link<O, P>, walk: &mut Wal
             // before the walk ends (walk reference). Datagrams of one list
             // occupy disjoint bytes, so this is the only reference to them.
             let bytes = unsafe { core::slice::from_raw_parts_mut(at, d.length) };
-            walk.queued += usize::from(receive_in_place(link, walk, bytes, from, now));
+            receive_in_place(link, walk, bytes, from, now);
         }
         None => {
             let (head, offset) = (d.mdl, d.offset);
@@ -420,7 +543,7 @@ fn receive_datagram<O: Os, P: Peers<KeyOf<O>>>(link: &Link<O, P>, walk: &mut Wal
                 // for the walk (as above), and is only read.
                 unsafe { copy_chain(head, offset, buf) }
             };
-            walk.queued += usize::from(receive_copy(link, from, d.length, fill, now));
+            receive_copy(link, &mut walk.batch, from, d.length, fill, now);
         }
     }
 }
@@ -472,36 +595,36 @@ fn drop_data<O: Os, P: Peers<KeyOf<O>>>(shared: &Shared<O, P>, reason: DropReaso
     bump(&shared.stats.lost_in_data_packets);
 }
 
-/// A datagram whose bytes are one mapped range of the indication. Returns
-/// whether a slot was queued.
+/// A datagram whose bytes are one mapped range of the indication.
 fn receive_in_place<O: Os, P: Peers<KeyOf<O>>>(
     link: &Link<O, P>,
-    walk: &mut Walk,
+    walk: &mut Walk<O>,
     bytes: &mut [u8],
     from: core::net::SocketAddr,
     now: Instant,
-) -> bool {
+) {
     let shared = &*link.shared;
     let header = match classify(bytes) {
         Ok(PacketKind::Control) => {
             deliver_control(link, from, bytes);
-            return false;
+            return;
         }
         Ok(PacketKind::Data(header)) => header,
         Err(_) => {
             shared.drop_packet(DropReason::RxMalformed);
-            return false;
+            return;
         }
     };
-    let Some(peer) = shared.peers.rx_peer(header.peer_id) else {
+    if !walk.batch.enter(shared, header.peer_id) {
         drop_data(shared, DropReason::RxUnknownPeer);
-        return false;
-    };
+        return;
+    }
     let Some(record) = walk.record(link) else {
         // Past the retention budget (or the socket is closing): copy.
         let len = bytes.len();
         return receive_copy(
             link,
+            &mut walk.batch,
             from,
             len,
             |buf| {
@@ -511,88 +634,91 @@ fn receive_in_place<O: Os, P: Peers<KeyOf<O>>>(
             now,
         );
     };
-    data_into_slot(shared, &peer, bytes, Owner::Retained(record), from, now)
+    data_into_slot(shared, &mut walk.batch, bytes, Owner::Retained(record), from, now);
 }
 
 /// The copy path: `len` bytes put into a pool buffer by `fill`, then
-/// classified and, for data, decrypted there. Returns whether a slot was
-/// queued.
+/// classified and, for data, decrypted there.
 fn receive_copy<O: Os, P: Peers<KeyOf<O>>>(
     link: &Link<O, P>,
+    batch: &mut RxBatch<O>,
     from: core::net::SocketAddr,
     len: usize,
     fill: impl FnOnce(&mut [u8]) -> Result<(), DropReason>,
     now: Instant,
-) -> bool {
+) {
     let shared = &*link.shared;
     let rx = &shared.rx;
     if len > RX_BUFFER_SIZE {
         shared.drop_packet(DropReason::RxTooLong);
-        return false;
+        return;
     }
     let Some(index) = rx.buffers.take() else {
         shared.drop_packet(DropReason::RxCopyPoolEmpty);
-        return false;
+        return;
     };
     // SAFETY: buffer `index` was just taken from the pool; this is the only
     // reference to it until it is given back or handed to a slot.
     let Some(buf) = (unsafe { rx.buffer(index, len) }) else {
         rx.buffers.put(index);
         shared.drop_packet(DropReason::RxTooLong);
-        return false;
+        return;
     };
     if let Err(reason) = fill(buf) {
         rx.buffers.put(index);
         shared.drop_packet(reason);
-        return false;
+        return;
     }
     let header = match classify(buf) {
         Ok(PacketKind::Control) => {
             deliver_control(link, from, buf);
             rx.buffers.put(index);
-            return false;
+            return;
         }
         Ok(PacketKind::Data(header)) => header,
         Err(_) => {
             rx.buffers.put(index);
             shared.drop_packet(DropReason::RxMalformed);
-            return false;
+            return;
         }
     };
-    let Some(peer) = shared.peers.rx_peer(header.peer_id) else {
+    if !batch.enter(shared, header.peer_id) {
         rx.buffers.put(index);
         drop_data(shared, DropReason::RxUnknownPeer);
-        return false;
-    };
+        return;
+    }
     add(&shared.copies.rx_copied_bytes, len);
-    data_into_slot(shared, &peer, buf, Owner::Copied(index), from, now)
+    data_into_slot(shared, batch, buf, Owner::Copied(index), from, now);
 }
 
-/// Decrypts `datagram` in place for `peer` and queues its plaintext in an
-/// RX slot kept alive by `owner`. On any failure `owner` is given up (a
-/// copy buffer goes back; a record reference was not taken yet).
+/// Decrypts `datagram` in place for the batch's current peer and queues its
+/// plaintext in an RX slot kept alive by `owner`. On any failure `owner` is
+/// given up (a copy buffer goes back; a record reference was not taken
+/// yet).
 fn data_into_slot<O: Os, P: Peers<KeyOf<O>>>(
     shared: &Shared<O, P>,
-    peer: &Peer<KeyOf<O>>,
+    batch: &mut RxBatch<O>,
     datagram: &mut [u8],
     owner: Owner,
     from: core::net::SocketAddr,
     now: Instant,
-) -> bool {
+) {
     let rx = &shared.rx;
     let give_up = |reason: DropReason| {
         if let Owner::Copied(buffer) = owner {
             rx.buffers.put(buffer);
         }
         drop_data(shared, reason);
-        false
+    };
+    let Some(run) = batch.run.as_mut() else {
+        return give_up(DropReason::RxUnknownPeer);
     };
     // The slot first: decrypting commits the packet id, so a packet that
     // then found no slot would be lost for good.
     let Some(slot) = rx.slot_pool.take() else {
         return give_up(DropReason::RxNoSlot);
     };
-    let plaintext = match open(shared, peer, datagram, from, now) {
+    let plaintext = match open(shared, run, &mut batch.received_packets, datagram, from, now) {
         Ok(Some(range)) => range,
         Ok(None) => {
             // A keepalive: consumed.
@@ -600,7 +726,7 @@ fn data_into_slot<O: Os, P: Peers<KeyOf<O>>>(
             if let Owner::Copied(buffer) = owner {
                 rx.buffers.put(buffer);
             }
-            return false;
+            return;
         }
         Err(reason) => {
             rx.slot_pool.put(slot);
@@ -616,31 +742,30 @@ fn data_into_slot<O: Os, P: Peers<KeyOf<O>>>(
         rx.slot_pool.put(slot);
         return give_up(DropReason::RxTooLong);
     };
-    match rx.queue(slot, owner, payload, len32) {
-        Ok(()) => {
-            add(&shared.stats.tun_bytes_received, len);
-            add(&peer.stats.vpn_rx_bytes, len);
-            true
-        }
+    match rx.fill(slot, owner, payload, len32) {
+        Ok(()) => batch.queue(shared, slot, len32),
         Err(reason) => {
-            // queue() freed the slot and with it the owner.
-            drop_data(shared, reason);
-            false
+            rx.slot_pool.put(slot);
+            give_up(reason);
         }
     }
 }
 
-/// Authenticates and decrypts, then applies what a received packet
-/// implies: activity, float, keepalive, MSS, source check. `Ok(None)` for a
-/// keepalive (consumed), else where the plaintext is.
+/// Authenticates and decrypts for the run's peer, then applies what a
+/// received packet implies: activity, float, keepalive, MSS, source check.
+/// `Ok(None)` for a keepalive (consumed), else where the plaintext is. Once
+/// decrypted (`Ok` or a later `Err`) the datagram counts in the run's
+/// LinkBytesReceived and in `received` (ReceivedDataPackets).
 fn open<O: Os, P: Peers<KeyOf<O>>>(
     shared: &Shared<O, P>,
-    peer: &Peer<KeyOf<O>>,
+    run: &mut RunPeer<KeyOf<O>>,
+    received: &mut u32,
     datagram: &mut [u8],
     from: core::net::SocketAddr,
     now: Instant,
 ) -> Result<Option<Range<usize>>, DropReason> {
     let crypto = shared.os.crypto();
+    let peer = &*run.peer;
     let decrypted = peer.rx.lock().decrypt(crypto, datagram, now.as_secs()).map_err(DropReason::of_rx)?;
     if let Some(epoch) = decrypted.follow_epoch {
         // A failure leaves the sender on its epoch; the receiver already
@@ -648,10 +773,12 @@ fn open<O: Os, P: Peers<KeyOf<O>>>(
         let _ = peer.tx.lock().follow_epoch(crypto, decrypted.key_id, epoch);
     }
     peer.mark_received(now);
-    add(&peer.stats.link_rx_bytes, datagram.len());
-    bump(&shared.stats.received_data_packets);
-    if !same_endpoint(&peer.endpoint().remote, &from) {
+    run.link_bytes += datagram.len();
+    *received = received.wrapping_add(1);
+    if !same_endpoint(&run.remote, &from) {
         shared.peers.float(peer, from);
+        // The control plane may have moved the endpoint.
+        run.remote = peer.endpoint().remote;
     }
     let plaintext = datagram.get_mut(decrypted.plaintext.clone()).ok_or(DropReason::RxDecrypt)?;
     if is_keepalive(plaintext) {
@@ -678,7 +805,7 @@ pub(crate) fn receive_stream<O: Os, P: Peers<KeyOf<O>>>(link: &Link<O, P>, bytes
     };
     add(&shared.stats.transport_bytes_received, bytes.len());
     let now = shared.os.now();
-    let mut queued = false;
+    let mut batch = RxBatch::new();
     let mut broken = false;
     {
         let mut decoder = decoder.lock();
@@ -693,7 +820,7 @@ pub(crate) fn receive_stream<O: Os, P: Peers<KeyOf<O>>>(link: &Link<O, P>, bytes
                         buf.copy_from_slice(packet);
                         Ok(())
                     };
-                    queued |= receive_copy(link, from, packet.len(), fill, now);
+                    receive_copy(link, &mut batch, from, packet.len(), fill, now);
                 }
                 Ok(None) => break,
                 Err(_) => {
@@ -703,7 +830,7 @@ pub(crate) fn receive_stream<O: Os, P: Peers<KeyOf<O>>>(link: &Link<O, P>, bytes
             }
         }
     }
-    if queued {
+    if batch.finish(shared) > 0 {
         shared.rx.kick(&shared.os);
     }
     if broken {

@@ -127,8 +127,14 @@ impl PacketFlags {
         self.byte(index).fetch_or(PACKET_SCRATCH, Ordering::Release);
     }
 
+    /// Post: the bit is cleared only if set, so the usual case is a load,
+    /// not a locked read-modify-write. Nothing else writes this byte now:
+    /// the packet is not sent yet, so no completion for it can run.
     fn clear_done(&self, index: u32) {
-        self.byte(index).fetch_and(!PACKET_SCRATCH, Ordering::Relaxed);
+        let byte = self.byte(index);
+        if byte.load(Ordering::Relaxed) & PACKET_SCRATCH != 0 {
+            byte.fetch_and(!PACKET_SCRATCH, Ordering::Relaxed);
+        }
     }
 
     fn is_done(&self, index: u32) -> bool {
@@ -640,29 +646,44 @@ pub(crate) struct TxShared {
 /// Advance, and per run of packets to the same peer, instead of three
 /// atomic read-modify-writes per packet. Readers (the stats IOCTL) see them
 /// at most one Advance late.
+///
+/// The run also remembers where its peer's endpoint sent to when the run
+/// started (one endpoint lock per run, not per packet): a float on another
+/// CPU during an Advance takes effect with the next run or Advance, as if
+/// it had happened just after this one read the endpoint.
 struct TxTally<K> {
     tun_bytes: usize,
-    /// The peer of the current run and its bytes so far.
+    /// The peer of the current run, its remote address and its bytes so far.
     peer: Option<Arc<Peer<K>>>,
+    remote: SocketAddr,
     vpn_bytes: usize,
     link_bytes: usize,
 }
 
 impl<K> Default for TxTally<K> {
     fn default() -> Self {
-        Self { tun_bytes: 0, peer: None, vpn_bytes: 0, link_bytes: 0 }
+        Self {
+            tun_bytes: 0,
+            peer: None,
+            remote: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+            vpn_bytes: 0,
+            link_bytes: 0,
+        }
     }
 }
 
 impl<K> TxTally<K> {
-    fn count(&mut self, peer: &Arc<Peer<K>>, plaintext: usize, wire: usize) {
+    /// Counts a sent packet of `peer`; returns the address to send it to.
+    fn count(&mut self, peer: &Arc<Peer<K>>, plaintext: usize, wire: usize) -> SocketAddr {
         if !self.peer.as_ref().is_some_and(|p| Arc::ptr_eq(p, peer)) {
             self.flush_peer();
             self.peer = Some(peer.clone());
+            self.remote = peer.endpoint().remote;
         }
         self.tun_bytes += plaintext;
         self.vpn_bytes += plaintext;
         self.link_bytes += wire;
+        self.remote
     }
 
     fn flush_peer(&mut self) {
@@ -768,14 +789,14 @@ impl<O: Os, P: Peers<KeyOf<O>>> TxQueue<O, P> {
             }
         };
         let plaintext = packet_bytes.total;
-        tally.count(&peer, plaintext, len);
+        let remote = tally.count(&peer, plaintext, len);
         if copied {
             add(&shared.copies.tx_copied_bytes, plaintext);
         }
         peer.mark_sent(shared.os.now());
         self.inner.in_flight.fetch_add(1, Ordering::AcqRel);
         let usage = SendUse::Data { queue: self.inner.clone(), packet: index };
-        submit(link, transport, slot, len, peer.endpoint().remote, usage);
+        submit(link, transport, slot, len, remote, usage);
         Posted::Sent
     }
 
