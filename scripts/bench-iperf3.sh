@@ -12,6 +12,8 @@
 #   DURATION=10      seconds per iperf3 run
 #   CPU_A=0 CPU_B=1  taskset CPU lists for everything in namespace A / B
 #   LEAN=1           run the tunnel with --lean (no WSK poisoning/fingerprints)
+#   OFFLOAD=1        TUN offloads (IFF_VNET_HDR: TCP super-packets cut into MTU
+#                    segments before the adapter); 0 runs with --no-offload
 #   ONLY=tunnel|openvpn  run one side only
 set -euo pipefail
 
@@ -21,6 +23,7 @@ DURATION=${DURATION:-10}
 CPU_A=${CPU_A:-0}
 CPU_B=${CPU_B:-1}
 LEAN=${LEAN:-1}
+OFFLOAD=${OFFLOAD:-1}
 ONLY=${ONLY:-}
 
 [ "$(id -u)" -eq 0 ] || { echo "needs root (network namespaces, TUN)" >&2; exit 1; }
@@ -122,8 +125,9 @@ run_suite() { # label server-address
 # --- host tunnel: ovpn-dco's data path, 10.77.0.1 -- 10.77.0.2 -----------------
 tunnel() {
     "$BIN" genkey AES-256-GCM >"$WORK/tunnel.key"
-    local lean=()
-    [ "$LEAN" = 1 ] && lean=(--lean)
+    local flags=()
+    [ "$LEAN" = 1 ] && flags+=(--lean)
+    [ "$OFFLOAD" = 1 ] || flags+=(--no-offload)
     for side in a b; do
         local ns=$NS_A addr=10.77.0.1/24 local=10.76.0.1:1194 remote=10.76.0.2:1194 run=("${IN_A[@]}")
         if [ $side = b ]; then
@@ -133,7 +137,7 @@ tunnel() {
         ip -n "$ns" addr add "$addr" dev ovpnt0
         ip -n "$ns" link set ovpnt0 up
         "${run[@]}" "$BIN" run --tun ovpnt0 --local $local --remote $remote --key "$WORK/tunnel.key" \
-            --side $side --mss 1400 "${lean[@]}" >"$WORK/tunnel-$side.log" 2>&1 &
+            --side $side --mss 1400 "${flags[@]}" >"$WORK/tunnel-$side.log" 2>&1 &
         PIDS+=($!)
         TUNNEL_PIDS+=($!)
         wait_for "$WORK/tunnel-$side.log" " up" 10
