@@ -6,56 +6,29 @@
 
 #![cfg(not(windows))]
 
+#[path = "../benches/common/p2p.rs"]
+mod p2p;
+
+use p2p::{Dp, P2p};
+
 use std::collections::HashSet;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ovpn_dco::control::actions::TransportId;
 use ovpn_dco::control::peers::{Endpoint, Peer};
 use ovpn_dco::control::stats::DeviceStats;
 use ovpn_dco::crypto::Cipher;
-use ovpn_dco::crypto::host::{HostCrypto, HostKey};
-use ovpn_dco::crypto::slots::{DirectionKey, NewKey, SlotIndex, new_slot};
-use ovpn_dco::datapath::{CloseProgress, Datapath, DropReason, Peers};
-use ovpn_dco::ntstatus::NtStatus;
+use ovpn_dco::crypto::host::HostKey;
+use ovpn_dco::crypto::slots::SlotIndex;
+use ovpn_dco::datapath::{CloseProgress, Datapath, DropReason};
 use ovpn_dco::os::Os;
-use ovpn_dco::os::host::netadapter::{Hold, HostNetAdapter, ModelConfig, Notifier, TxPacket};
-use ovpn_dco::os::host::os::HostOs;
-use ovpn_dco::os::host::verifier::Verifier;
-use ovpn_dco::os::host::wsk::{
-    CompletionMode, LoopbackConfig, LoopbackHub, Network, WskConfig, WskProvider, WskVerifier,
-};
-use ovpn_dco::proto::aead_frame::Layout;
-use ovpn_dco::proto::{KeyId, PeerId};
+use ovpn_dco::os::host::netadapter::{Hold, HostNetAdapter, ModelConfig, TxPacket};
+use ovpn_dco::os::host::wsk::{CompletionMode, LoopbackConfig, LoopbackHub, Network, WskConfig, WskVerifier};
+use ovpn_dco::proto::PeerId;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-/// The P2P control plane as the data path sees it: one peer.
-struct P2p {
-    peer: Arc<Peer<HostKey>>,
-    controls: Mutex<Vec<Vec<u8>>>,
-}
-
-impl Peers<HostKey> for P2p {
-    fn rx_peer(&self, peer_id: PeerId) -> Option<Arc<Peer<HostKey>>> {
-        (self.peer.id() == peer_id).then(|| self.peer.clone())
-    }
-    fn tx_peer(&self, _dst: IpAddr) -> Option<Arc<Peer<HostKey>>> {
-        Some(self.peer.clone())
-    }
-    fn source_allowed(&self, _peer: &Peer<HostKey>, _inner_src: IpAddr) -> bool {
-        true
-    }
-    fn control_packet(&self, _transport: TransportId, _from: SocketAddr, bytes: &[u8]) {
-        self.controls.lock().unwrap().push(bytes.to_vec());
-    }
-    fn float(&self, _peer: &Peer<HostKey>, _from: SocketAddr) {}
-    fn connected(&self, _transport: TransportId, _status: NtStatus) {}
-    fn disconnected(&self, _transport: TransportId, _status: NtStatus) {}
-}
-
-type Dp = Datapath<HostOs, P2p>;
 
 struct Node {
     dp: Arc<Dp>,
@@ -63,19 +36,9 @@ struct Node {
     peer: Arc<Peer<HostKey>>,
 }
 
-/// Installs key `id` from (`enc`, `dec`) seeds into `slot` of `peer`.
+/// Installs AES-256-GCM key `id` from (`enc`, `dec`) seeds into `slot`.
 fn install(peer: &Peer<HostKey>, slot: SlotIndex, id: u8, enc: u8, dec: u8) {
-    let (e, d) = ([enc; 32], [dec; 32]);
-    let new = NewKey {
-        key_id: KeyId::new(id).unwrap(),
-        cipher: Cipher::AesGcm,
-        layout: Layout::Standard,
-        encrypt: DirectionKey { key: &e, key_len: 32, nonce_tail: [enc; 8] },
-        decrypt: DirectionKey { key: &d, key_len: 32, nonce_tail: [dec; 8] },
-    };
-    let s = new_slot(&HostCrypto, &new).unwrap();
-    peer.tx.lock().install(slot, s.tx);
-    peer.rx.lock().install(slot, s.rx);
+    p2p::install_slot(peer, slot, id, Cipher::AesGcm, enc, dec);
 }
 
 fn node(
@@ -86,41 +49,21 @@ fn node(
     remote: SocketAddr,
     keys: (u8, u8),
 ) -> Node {
-    let nx_verifier = Verifier::new();
-    // WSK memory that goes back to WSK is poisoned: the NetAdapterCx model
-    // flags any fragment still pointing into it.
-    let v = nx_verifier.clone();
-    wsk_verifier.on_release(move |r| v.mark_released(r));
-    let v = nx_verifier.clone();
-    wsk_verifier.on_indicate(move |r| v.mark_live(r));
-    let notifier = Notifier::new(nx_verifier);
     let wsk_config = WskConfig {
         send: ovpn_dco::os::host::wsk::SendConfig { completion: CompletionMode::Immediate, ..Default::default() },
         ..Default::default()
     };
-    let os = Arc::new(HostOs::new(WskProvider::new(network, wsk_config, wsk_verifier.clone()), notifier.clone()));
+    let (os, notifier) = p2p::host_os(network, wsk_config, wsk_verifier);
     let ep = Endpoint { local, remote };
     let peer = Arc::new(Peer::new(PeerId::new(1).unwrap(), ep, None, None, os.now()));
     install(&peer, SlotIndex::Primary, 1, keys.0, keys.1);
     let stats = Arc::new(DeviceStats::default());
-    let dp = Arc::new(Datapath::new(os, P2p { peer: peer.clone(), controls: Mutex::new(Vec::new()) }, stats));
+    let dp = Arc::new(Datapath::new(os, P2p::new(peer.clone()), stats));
     dp.open_udp(TransportId(1), local, Some(remote), false).unwrap();
     let mut nx = HostNetAdapter::new(dp.clone(), notifier, config);
     nx.start().unwrap();
-    wait_started(&dp);
+    p2p::wait_started(&dp);
     Node { dp, nx, peer }
-}
-
-/// The model starts queues from its poll thread: data arriving before
-/// EvtPacketQueueStart is dropped (no queue to indicate it to).
-fn wait_started(dp: &Dp) {
-    for _ in 0..1000 {
-        if dp.rx_started() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    panic!("the RX queue never started");
 }
 
 fn pair(network: Network, config: ModelConfig, a: SocketAddr, b: SocketAddr) -> (Node, Node, Arc<WskVerifier>) {
@@ -306,7 +249,7 @@ fn slow_returns_and_a_restart_with_buffers_outstanding_stay_clean() {
     }
     nb.nx.stop();
     nb.nx.start().unwrap();
-    wait_started(&nb.dp);
+    p2p::wait_started(&nb.dp);
     // Datagrams of the burst still in the loopback may land on the new
     // queues; let them settle so the next exchange counts only its own.
     let settle_deadline = std::time::Instant::now() + WAIT;

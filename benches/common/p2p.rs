@@ -1,5 +1,7 @@
 //! Two P2P driver instances in the host model, for the data-path benchmark
-//! (`benches/datapath.rs`) and the loopback example (`examples/loopback.rs`):
+//! (`benches/datapath.rs`) and the loopback example (`examples/loopback.rs`);
+//! `tests/datapath_p2p.rs` shares its one-peer control plane, key install and
+//! OS wiring:
 //! the NetAdapterCx model plays each adapter's OS, the WSK model carries the
 //! datagrams over the in-memory loopback or real UDP on 127.0.0.1. Traffic
 //! is made by the model's generator on each TX poll thread and checked byte
@@ -35,12 +37,13 @@ use ovpn_dco::proto::{KeyId, PeerId};
 /// The P2P control plane as the data path sees it: one peer.
 pub struct P2p {
     peer: Arc<Peer<HostKey>>,
-    pub controls: AtomicU64,
+    /// Control packets the data path handed up, as received.
+    pub controls: Mutex<Vec<Vec<u8>>>,
 }
 
 impl P2p {
     pub fn new(peer: Arc<Peer<HostKey>>) -> P2p {
-        P2p { peer, controls: AtomicU64::new(0) }
+        P2p { peer, controls: Mutex::new(Vec::new()) }
     }
 }
 
@@ -54,8 +57,8 @@ impl Peers<HostKey> for P2p {
     fn source_allowed(&self, _peer: &Peer<HostKey>, _inner_src: IpAddr) -> bool {
         true
     }
-    fn control_packet(&self, _transport: TransportId, _from: SocketAddr, _bytes: &[u8]) {
-        self.controls.fetch_add(1, Ordering::Relaxed);
+    fn control_packet(&self, _transport: TransportId, _from: SocketAddr, bytes: &[u8]) {
+        self.controls.lock().unwrap().push(bytes.to_vec());
     }
     fn float(&self, _peer: &Peer<HostKey>, _from: SocketAddr) {}
     fn connected(&self, _transport: TransportId, _status: NtStatus) {}
@@ -112,19 +115,50 @@ fn wsk_config() -> WskConfig {
     }
 }
 
-/// Installs the primary key from (`enc`, `dec`) seeds.
+/// Installs the primary key (key id 1) from (`enc`, `dec`) seeds.
 pub fn install(peer: &Peer<HostKey>, cipher: Cipher, enc: u8, dec: u8) {
+    install_slot(peer, SlotIndex::Primary, 1, cipher, enc, dec);
+}
+
+/// Installs key `key_id` into `slot` from (`enc`, `dec`) seeds: each seed is
+/// the 32-byte key's every byte and the 8-byte implicit IV's.
+pub fn install_slot(peer: &Peer<HostKey>, slot: SlotIndex, key_id: u8, cipher: Cipher, enc: u8, dec: u8) {
     let (e, d) = ([enc; 32], [dec; 32]);
     let new = NewKey {
-        key_id: KeyId::new(1).unwrap(),
+        key_id: KeyId::new(key_id).unwrap(),
         cipher,
         layout: Layout::Standard,
         encrypt: DirectionKey { key: &e, key_len: 32, nonce_tail: [enc; 8] },
         decrypt: DirectionKey { key: &d, key_len: 32, nonce_tail: [dec; 8] },
     };
     let s = new_slot(&HostCrypto, &new).unwrap();
-    peer.tx.lock().install(SlotIndex::Primary, s.tx);
-    peer.rx.lock().install(SlotIndex::Primary, s.rx);
+    peer.tx.lock().install(slot, s.tx);
+    peer.rx.lock().install(slot, s.rx);
+}
+
+/// The OS of one instance: the WSK model on `network`, its verifier wired to
+/// a fresh NetAdapterCx verifier so that WSK memory given back (and
+/// poisoned) is flagged if a fragment still points into it.
+pub fn host_os(network: Network, config: WskConfig, wsk: &Arc<WskVerifier>) -> (Arc<HostOs>, Notifier) {
+    let nx_verifier = Verifier::new();
+    let v = nx_verifier.clone();
+    wsk.on_release(move |r| v.mark_released(r));
+    let v = nx_verifier.clone();
+    wsk.on_indicate(move |r| v.mark_live(r));
+    let notifier = Notifier::new(nx_verifier);
+    (Arc::new(HostOs::new(WskProvider::new(network, config, wsk.clone()), notifier.clone())), notifier)
+}
+
+/// The model starts the queues from its poll thread: data arriving before
+/// EvtPacketQueueStart has no queue to be indicated to.
+pub fn wait_started(dp: &Dp) {
+    for _ in 0..1000 {
+        if dp.rx_started() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    panic!("the RX queue never started");
 }
 
 /// The inner packet every id is made from: an IPv4/UDP packet of `size`
@@ -179,16 +213,7 @@ impl Seen {
 
 impl Node {
     fn new(setup: &Setup, wsk: &Arc<WskVerifier>, local: SocketAddr, remote: SocketAddr, keys: (u8, u8)) -> Node {
-        let nx_verifier = Verifier::new();
-        // WSK memory that goes back to WSK is poisoned; the NetAdapterCx
-        // model flags any fragment still pointing into it.
-        let v = nx_verifier.clone();
-        wsk.on_release(move |r| v.mark_released(r));
-        let v = nx_verifier.clone();
-        wsk.on_indicate(move |r| v.mark_live(r));
-        let notifier = Notifier::new(nx_verifier);
-        let os =
-            Arc::new(HostOs::new(WskProvider::new(setup.network.clone(), wsk_config(), wsk.clone()), notifier.clone()));
+        let (os, notifier) = host_os(setup.network.clone(), wsk_config(), wsk);
         let ep = Endpoint { local, remote };
         let peer = Arc::new(Peer::new(PeerId::new(1).unwrap(), ep, None, None, os.now()));
         install(&peer, setup.cipher, keys.0, keys.1);
@@ -209,13 +234,7 @@ impl Node {
             };
         });
         nx.start().expect("start the queues");
-        for _ in 0..1000 {
-            if dp.rx_started() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        assert!(dp.rx_started(), "the RX queue never started");
+        wait_started(&dp);
         Node {
             dp,
             nx,
