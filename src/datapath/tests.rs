@@ -750,6 +750,87 @@ fn received_data_is_decrypted_in_place_and_indicated_without_a_copy() {
     assert_eq!(h.dp.occupancy(), Occupancy::default());
 }
 
+/// The RX counters are added once per list and per run of one peer's
+/// packets: across runs broken by an unknown peer id, failures after the
+/// peer lookup (a replay, a forged tag), a keepalive, several pushes of
+/// the pending queue, and slots the stopped queue refuses, each counter
+/// must still equal the per-packet sum.
+#[test]
+fn batched_rx_counters_equal_the_per_packet_sums_on_every_path() {
+    let mut h = Harness::new(8);
+    let mut q = OsQueue::new();
+    let rxq = rx_queue(&h, &mut q);
+    let (mut list, mut delivered, mut decrypted) = (Vec::new(), 0u64, Vec::new());
+    for i in 0..70u8 {
+        let inner = ipv4(60 + usize::from(i) * 13, i);
+        let wire = h.seal(&inner);
+        match i % 10 {
+            3 => {
+                // Unknown peer id: dropped before decryption, breaks the run.
+                let mut d = wire;
+                d[3] ^= 0x40;
+                list.push(d);
+            }
+            6 => {
+                // A forged tag: the peer looked up, decryption fails.
+                let mut d = wire;
+                let last = d.len() - 1;
+                d[last] ^= 1;
+                list.push(d);
+            }
+            _ => {
+                delivered += inner.len() as u64;
+                decrypted.push(wire.len() as u64);
+                list.push(wire);
+            }
+        }
+        if i % 10 == 8 {
+            // A replay of the packet just sent: refused by the window.
+            let again = list.last().unwrap().clone();
+            list.push(again);
+        }
+    }
+    let ping = h.seal(&KEEPALIVE_PING);
+    decrypted.push(ping.len() as u64);
+    list.push(ping);
+    // Sealed now, delivered after the first list.
+    let late: Vec<Vec<u8>> = (0..40u8).map(|i| h.seal(&ipv4(100, i))).collect();
+    let all: u64 = list.iter().map(|d| d.len() as u64).sum();
+    let mut ind = Indication::single(&list);
+    assert_eq!(ind.deliver(&h.os.events()), NtStatus::PENDING);
+
+    let s = h.dp.stats();
+    let d = h.dp.drops();
+    let data = 70 - 7 - 7;
+    assert_eq!(
+        (d.get(DropReason::RxUnknownPeer), d.get(DropReason::RxAuthFailed), d.get(DropReason::RxReplay)),
+        (7, 7, 7)
+    );
+    assert_eq!(h.dp.occupancy().rx_pending, data);
+    assert_eq!(s.received_data_packets.load(Ordering::SeqCst) as usize, data + 1, "data and the keepalive");
+    assert_eq!(s.tun_bytes_received.load(Ordering::SeqCst), delivered);
+    assert_eq!(s.transport_bytes_received.load(Ordering::SeqCst), all);
+    assert_eq!(s.lost_in_data_packets.load(Ordering::SeqCst), 21);
+    assert_eq!(h.peer.stats.vpn_rx_bytes.load(Ordering::SeqCst), delivered);
+    assert_eq!(h.peer.stats.link_rx_bytes.load(Ordering::SeqCst), decrypted.iter().sum::<u64>());
+
+    // A stopped queue refuses what a list decrypts: counted as received
+    // (decrypted) and lost, never as delivered bytes.
+    rxq.cancel();
+    rxq.stop();
+    let lost = s.lost_in_data_packets.load(Ordering::SeqCst);
+    let late_link: u64 = late.iter().map(|d| d.len() as u64).sum();
+    let mut refused = Indication::single(&late);
+    assert_eq!(refused.deliver(&h.os.events()), NtStatus::SUCCESS, "nothing of it is held");
+    assert_eq!(h.dp.drops().get(DropReason::RxQueueStopped), 40);
+    assert_eq!(s.received_data_packets.load(Ordering::SeqCst) as usize, data + 1 + 40);
+    assert_eq!(s.lost_in_data_packets.load(Ordering::SeqCst), lost + 40);
+    assert_eq!(s.tun_bytes_received.load(Ordering::SeqCst), delivered);
+    assert_eq!(h.peer.stats.vpn_rx_bytes.load(Ordering::SeqCst), delivered);
+    assert_eq!(h.peer.stats.link_rx_bytes.load(Ordering::SeqCst), decrypted.iter().sum::<u64>() + late_link);
+    assert_eq!(h.dp.occupancy(), Occupancy::default());
+}
+
 #[test]
 fn a_list_with_nothing_deliverable_stays_with_wsk() {
     let mut h = Harness::new(8);
