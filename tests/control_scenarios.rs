@@ -481,6 +481,37 @@ fn mp_iroutes_pick_the_longest_prefix_and_leave_with_their_peer() {
     assert_eq!(h.dev.snapshot().routes.len(), 2);
 }
 
+/// The data path keeps the peer it looked up for a run of packets. If the
+/// control plane deletes that peer and adds another under the same id
+/// meanwhile, a packet the old peer's keys authenticated must neither move
+/// the new peer's endpoint nor pass the new peer's source check.
+#[test]
+fn a_peer_deleted_and_readded_under_its_id_is_not_floated_or_spoofed_by_the_old_one() {
+    let mut h = Harness::new();
+    h.ok(Ioctl::SetMode, &set_mode(1), 0);
+    h.ok(Ioctl::MpNewPeer, &mp_new_peer(sa("198.51.100.1:1"), [10, 8, 0, 2], [0; 16], 3), 0);
+    h.ok(Ioctl::MpAddIroute, &iroute("192.168.10.0".parse().unwrap(), 24, 3), 0);
+    let old = h.dev.rx_peer(pid(3)).unwrap();
+    assert!(h.dev.source_allowed(&old, "192.168.10.5".parse().unwrap()));
+    h.ok(Ioctl::MpDelPeer, &le(3), 0);
+    assert!(!h.dev.source_allowed(&old, "10.8.0.2".parse().unwrap()), "a deleted peer has no routes");
+    assert!(!h.dev.peer_floated_from(&old, sa("203.0.113.7:7")));
+
+    h.ok(Ioctl::MpNewPeer, &mp_new_peer(sa("198.51.100.2:2"), [10, 8, 0, 2], [0; 16], 3), 0);
+    h.ok(Ioctl::MpAddIroute, &iroute("192.168.10.0".parse().unwrap(), 24, 3), 0);
+    let new = h.dev.rx_peer(pid(3)).unwrap();
+    assert!(!h.dev.source_allowed(&old, "10.8.0.2".parse().unwrap()), "the new session's address");
+    assert!(!h.dev.source_allowed(&old, "192.168.10.5".parse().unwrap()), "the new session's iroute");
+    let events = h.dev.snapshot().events;
+    assert!(!h.dev.peer_floated_from(&old, sa("203.0.113.7:7")), "the old session floats nobody");
+    assert_eq!(new.endpoint().remote, sa("198.51.100.2:2"));
+    assert_eq!(h.dev.snapshot().events, events, "no FLOAT_PEER queued");
+    // The new peer itself still works both ways.
+    assert!(h.dev.source_allowed(&new, "192.168.10.5".parse().unwrap()));
+    assert!(h.dev.peer_floated_from(&new, sa("203.0.113.7:7")));
+    assert_eq!(new.endpoint().remote, sa("203.0.113.7:7"));
+}
+
 #[test]
 fn teardown_cancels_everything_parked_and_the_handle_can_start_over() {
     let mut h = Harness::new();

@@ -188,7 +188,7 @@ impl<O: Os, R: Request + Send + 'static> Peers<KeyOf<O>> for DevicePeers<O, R> {
     }
 
     fn float(&self, peer: &Peer<KeyOf<O>>, from: SocketAddr) {
-        self.inner.core.lock().device.peer_floated(peer.id(), from);
+        self.inner.core.lock().device.peer_floated_from(peer, from);
     }
 
     fn connected(&self, transport: TransportId, status: NtStatus) {

@@ -1080,11 +1080,28 @@ impl<P: CryptoProvider, R: Request> Device<P, R> {
     /// another peer owns that address (then nothing changes and this
     /// returns false). P2P never floats (its socket is connected).
     pub fn peer_floated(&mut self, peer: PeerId, new_remote: SocketAddr) -> bool {
+        self.float_checked(peer, None, new_remote)
+    }
+
+    /// [`Device::peer_floated`] for the data path, which authenticated the
+    /// packet with `peer`'s keys: nothing happens unless `peer` is still the
+    /// one the table holds under its id. The data path keeps a looked-up
+    /// peer for a run of packets (one indication list); a peer deleted and
+    /// re-added under the same id meanwhile is another session, which a
+    /// packet of the old one must not move.
+    pub fn peer_floated_from(&mut self, peer: &Peer<KeyOf<P>>, new_remote: SocketAddr) -> bool {
+        self.float_checked(peer.id(), Some(peer), new_remote)
+    }
+
+    fn float_checked(&mut self, peer: PeerId, expected: Option<&Peer<KeyOf<P>>>, new_remote: SocketAddr) -> bool {
         if self.mode != Mode::Mp {
             return false;
         }
         let new_remote = canonical(new_remote);
         let Some(entry) = self.mp.peers.get(&peer) else { return false };
+        if expected.is_some_and(|p| !core::ptr::eq(&*entry.peer, p)) {
+            return false;
+        }
         let old = canonical(entry.peer.endpoint().remote);
         if old == new_remote {
             return true;
@@ -1164,7 +1181,14 @@ impl<P: CryptoProvider, R: Request> Device<P, R> {
     pub fn source_allowed(&self, peer: &Peer<KeyOf<P>>, inner_src: IpAddr) -> bool {
         match self.mode {
             Mode::P2p => true,
-            Mode::Mp => self.mp.routes.lookup(inner_src) == Some(peer.id()),
+            // The route's id must still name this very peer: a packet the
+            // data path decrypted with a peer deleted and re-added under the
+            // same id meanwhile (see `peer_floated_from`) is not the new
+            // session's.
+            Mode::Mp => {
+                self.mp.routes.lookup(inner_src) == Some(peer.id())
+                    && self.mp.peers.get(&peer.id()).is_some_and(|e| core::ptr::eq(&*e.peer, peer))
+            }
         }
     }
 
