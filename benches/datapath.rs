@@ -146,40 +146,49 @@ mod bench {
         }
     }
 
+    /// The nonce (packet id ‖ 8-byte implicit IV) and additional data
+    /// (P_DATA_V2 header ‖ packet id) of data-channel packet `id`.
+    fn frame(id: u32, tail: &[u8; 8]) -> ([u8; 12], [u8; 8]) {
+        let mut nonce = [0u8; 12];
+        nonce[..4].copy_from_slice(&id.to_be_bytes());
+        nonce[4..].copy_from_slice(tail);
+        let mut ad = [0x48, 0, 0, 1, 0, 0, 0, 0];
+        ad[4..].copy_from_slice(&id.to_be_bytes());
+        (nonce, ad)
+    }
+
+    /// Runs `round` (which handles `per_round` packets) for `warmup`, then
+    /// counts the packets of the rounds run within `run`.
+    fn timed(warmup: Duration, run: Duration, per_round: u64, mut round: impl FnMut()) -> Rate {
+        let until = Instant::now() + warmup;
+        while Instant::now() < until {
+            round();
+        }
+        let (start, cpu0) = (Instant::now(), p2p::cpu_time());
+        let mut packets = 0u64;
+        while start.elapsed() < run {
+            round();
+            packets += per_round;
+        }
+        Rate { packets, wall: start.elapsed(), cpu: p2p::cpu_time() - cpu0 }
+    }
+
     /// Seal + open of one packet, as the data channel frames it, in a loop.
     fn raw_aead(cipher: Cipher, size: usize, warmup: Duration, run: Duration) -> Rate {
+        const BATCH: u32 = 256;
         let key = HostCrypto.new_key(cipher, &[0x5a; 32]).expect("key");
         let tail = [0xa5u8; 8];
         let mut data = p2p::template(size);
         let mut tag = [0u8; 16];
         let mut id: u32 = 0;
-        let mut one = |id: u32| {
-            let mut nonce = [0u8; 12];
-            nonce[..4].copy_from_slice(&id.to_be_bytes());
-            nonce[4..].copy_from_slice(&tail);
-            let mut ad = [0x48, 0, 0, 1, 0, 0, 0, 0];
-            ad[4..].copy_from_slice(&id.to_be_bytes());
-            key.seal_in_place(&nonce, &ad, &mut data, &mut tag).expect("seal");
-            key.open_in_place(&nonce, &ad, black_box(&mut data), &tag).expect("open");
-        };
-        const BATCH: u32 = 256;
-        let until = Instant::now() + warmup;
-        while Instant::now() < until {
+        timed(warmup, run, u64::from(BATCH), || {
             for _ in 0..BATCH {
                 id = id.wrapping_add(1);
-                one(id);
+                let (nonce, ad) = frame(id, &tail);
+                key.seal_in_place(&nonce, &ad, &mut data, &mut tag).expect("seal");
+                key.open_in_place(&nonce, &ad, black_box(&mut data), &tag).expect("open");
             }
-        }
-        let (start, cpu0) = (Instant::now(), p2p::cpu_time());
-        let mut packets = 0u64;
-        while start.elapsed() < run {
-            for _ in 0..BATCH {
-                id = id.wrapping_add(1);
-                one(id);
-            }
-            packets += u64::from(BATCH);
-        }
-        Rate { packets, wall: start.elapsed(), cpu: p2p::cpu_time() - cpu0 }
+        })
     }
 
     /// The second baseline, "raw, same buffers": the same backend and frame
@@ -205,39 +214,20 @@ mod bench {
         let mut tags = vec![[0u8; 16]; batch];
         assert!(HEAD + size <= SEND_SLOT_SIZE, "a packet fits a send slot");
         let mut id: u32 = 0;
-        let frame = |id: u32| {
-            let mut nonce = [0u8; 12];
-            nonce[..4].copy_from_slice(&id.to_be_bytes());
-            nonce[4..].copy_from_slice(&tail);
-            let mut ad = [0x48, 0, 0, 1, 0, 0, 0, 0];
-            ad[4..].copy_from_slice(&id.to_be_bytes());
-            (nonce, ad)
-        };
-        let mut round = |id: &mut u32| {
-            let first = *id;
+        let rate = timed(warmup, run, batch as u64, || {
+            let first = id;
             for ((packet, slot), tag) in inner.iter().zip(slots.iter_mut()).zip(tags.iter_mut()) {
-                *id = id.wrapping_add(1);
-                let (nonce, ad) = frame(*id);
+                id = id.wrapping_add(1);
+                let (nonce, ad) = frame(id, &tail);
                 key.seal(&nonce, &ad, packet, &mut slot[HEAD..HEAD + size], tag).expect("seal");
             }
             let mut at = first;
             for (slot, tag) in slots.iter_mut().zip(tags.iter()) {
                 at = at.wrapping_add(1);
-                let (nonce, ad) = frame(at);
+                let (nonce, ad) = frame(at, &tail);
                 key.open_in_place(&nonce, &ad, black_box(&mut slot[HEAD..HEAD + size]), tag).expect("open");
             }
-        };
-        let until = Instant::now() + warmup;
-        while Instant::now() < until {
-            round(&mut id);
-        }
-        let (start, cpu0) = (Instant::now(), p2p::cpu_time());
-        let mut packets = 0u64;
-        while start.elapsed() < run {
-            round(&mut id);
-            packets += batch as u64;
-        }
-        let rate = Rate { packets, wall: start.elapsed(), cpu: p2p::cpu_time() - cpu0 };
+        });
         // Every byte of the last round came back as it was sent.
         for (packet, slot) in inner.iter().zip(slots.iter()) {
             assert_eq!(&slot[HEAD..HEAD + size], &packet[..], "raw, same buffers: a packet did not round-trip");
