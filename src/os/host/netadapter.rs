@@ -818,17 +818,11 @@ struct Seen<T> {
     count: usize,
 }
 
-/// Waits on `wakeup` until `count` packets were seen; false on timeout.
-trait WaitForCount {
-    fn wait_for_count(&self, wakeup: &Wakeup, count: usize, timeout: Duration) -> bool;
-}
-
-impl<T> WaitForCount for Mutex<Seen<T>> {
-    fn wait_for_count(&self, wakeup: &Wakeup, count: usize, timeout: Duration) -> bool {
-        let (guard, _) =
-            wakeup.wait_timeout_while(lock(self), timeout, |d| d.count < count).unwrap_or_else(|p| p.into_inner());
-        guard.count >= count
-    }
+/// Waits on `wakeup` until `seen` counts `count` packets; false on timeout.
+fn wait_for_count<T>(seen: &Mutex<Seen<T>>, wakeup: &Wakeup, count: usize, timeout: Duration) -> bool {
+    let (guard, _) =
+        wakeup.wait_timeout_while(lock(seen), timeout, |d| d.count < count).unwrap_or_else(|p| p.into_inner());
+    guard.count >= count
 }
 
 impl<T> Default for Seen<T> {
@@ -2097,7 +2091,7 @@ where
 
     /// Waits until at least `count` RX packets were delivered.
     pub fn wait_delivered(&self, count: usize, timeout: Duration) -> bool {
-        self.shared.delivered.wait_for_count(&self.shared.delivered_cv, count, timeout)
+        wait_for_count(&self.shared.delivered, &self.shared.delivered_cv, count, timeout)
     }
 
     /// TX packets completed so far, in completion (ring) order (none kept
@@ -2113,7 +2107,7 @@ where
 
     /// Waits until at least `count` TX packets were completed.
     pub fn wait_completed(&self, count: usize, timeout: Duration) -> bool {
-        self.shared.completed.wait_for_count(&self.shared.completed_cv, count, timeout)
+        wait_for_count(&self.shared.completed, &self.shared.completed_cv, count, timeout)
     }
 
     /// The upper layer lets go of every RX buffer it holds now
