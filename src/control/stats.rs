@@ -32,7 +32,12 @@ pub struct DeviceStats {
 
 /// One more packet.
 pub fn bump(counter: &AtomicU32) {
-    counter.fetch_add(1, Ordering::Relaxed);
+    bump_by(counter, 1);
+}
+
+/// `n` more packets at once: the same (wrapping) value as `n` [`bump`]s.
+pub fn bump_by(counter: &AtomicU32, n: u32) {
+    counter.fetch_add(n, Ordering::Relaxed);
 }
 
 /// `n` more bytes.

@@ -10,13 +10,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::crypto::slots::DataError;
 
-pub(crate) use crate::control::stats::bump;
-
-/// `n` more packets on an OVPN_STATS packet counter at once: the same
-/// (wrapping) value as `n` [`bump`]s.
-pub(crate) fn bump_by(counter: &core::sync::atomic::AtomicU32, n: u32) {
-    counter.fetch_add(n, Ordering::Relaxed);
-}
+pub(crate) use crate::control::stats::{bump, bump_by};
 
 /// `n` more bytes on an OVPN_STATS byte counter (or a copy counter).
 pub(crate) fn add(counter: &AtomicU64, n: usize) {
