@@ -54,8 +54,9 @@ use ovpn_dco::netcx::fragment::NetFragment;
 use ovpn_dco::netcx::mdl::{Mdl, flags};
 use ovpn_dco::netcx::packet::NetPacket;
 use ovpn_dco::netcx::ring::{NetRing, NetRingCollection, advance_index, element_at, range_count};
-use ovpn_dco::netcx::wsk::{AF_INET, SockAddr, WskBuf, WskDatagramIndication};
+use ovpn_dco::netcx::wsk::{WskBuf, WskDatagramIndication};
 use ovpn_dco::ntstatus::NtStatus;
+use ovpn_dco::os::host::wsk::sockaddr::SockAddrInet;
 use ovpn_dco::os::{
     AdapterDatapath, Instant as OsInstant, Os, PacketQueue, QueueExtensions, SEND_SLOT_SIZE, SendSlot, SocketEvents,
     Transport,
@@ -402,18 +403,15 @@ struct Indications {
     nodes: NonNull<WskDatagramIndication>,
     mdls: NonNull<Mdl>,
     buffers: NonNull<[u8; SEND_SLOT_SIZE]>,
-    sender: Box<SockAddr>,
+    /// The remote address every node names; boxed so its address is stable.
+    sender: Box<SockAddrInet>,
     capacity: usize,
 }
 
 impl Indications {
     fn new(capacity: usize, sender: SocketAddr) -> Self {
-        let SocketAddr::V4(v4) = sender else { panic!("an IPv4 sender") };
-        let mut sa = SockAddr { sa_family: AF_INET, sa_data: [0; 14] };
-        sa.sa_data[..2].copy_from_slice(&v4.port().to_be_bytes());
-        sa.sa_data[2..6].copy_from_slice(&v4.ip().octets());
-        let mut sender = Box::new(sa);
-        let sender_ptr: *mut SockAddr = &mut *sender;
+        let mut sender = Box::new(SockAddrInet::new(sender));
+        let sender_ptr = sender.as_sockaddr();
         let buffers: Box<[[u8; SEND_SLOT_SIZE]]> = vec![[0u8; SEND_SLOT_SIZE]; capacity].into_boxed_slice();
         let buffers = NonNull::new(Box::into_raw(buffers).cast::<[u8; SEND_SLOT_SIZE]>()).unwrap();
         let mdls: Box<[Mdl]> = (0..capacity)

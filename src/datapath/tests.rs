@@ -13,7 +13,8 @@ use crate::netcx::fragment::NetFragment;
 use crate::netcx::mdl::{Mdl, flags};
 use crate::netcx::packet::NetPacket;
 use crate::netcx::ring::{NetRing, element_at, tests::TestRing};
-use crate::netcx::wsk::{AF_INET, WskBuf, WskDatagramIndication};
+use crate::netcx::wsk::{WskBuf, WskDatagramIndication};
+use crate::os::host::wsk::sockaddr::SockAddrInet;
 use crate::os::time::Instant;
 use crate::os::{PacketQueue, SendSlot, SocketEvents, Transport};
 use crate::proto::aead_frame::Layout;
@@ -566,7 +567,7 @@ impl OsQueue {
 pub(super) struct Indication {
     bufs: Vec<*mut [u8]>,
     mdls: Vec<*mut Mdl>,
-    addr: *mut [u8; 16],
+    addr: *mut SockAddrInet,
     nodes: *mut [WskDatagramIndication],
 }
 
@@ -592,12 +593,7 @@ impl Indication {
     /// Each datagram given as its MDL pieces; a few bytes of slack sit in
     /// front of every first piece, so the datagram starts at an offset.
     pub fn new(datagrams: &[Vec<Vec<u8>>], from: SocketAddr) -> Self {
-        let mut addr = [0u8; 16];
-        let SocketAddr::V4(v4) = from else { panic!("IPv4 only") };
-        addr[..2].copy_from_slice(&AF_INET.to_le_bytes());
-        addr[2..4].copy_from_slice(&v4.port().to_be_bytes());
-        addr[4..8].copy_from_slice(&v4.ip().octets());
-        let addr = Box::into_raw(Box::new(addr));
+        let addr = Box::into_raw(Box::new(SockAddrInet::new(from)));
         let mut bufs = Vec::new();
         let mut mdls: Vec<*mut Mdl> = Vec::new();
         let mut nodes = Vec::new();
