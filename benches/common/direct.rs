@@ -53,9 +53,10 @@ use ovpn_dco::netcx::extension::NetExtension;
 use ovpn_dco::netcx::fragment::NetFragment;
 use ovpn_dco::netcx::mdl::{Mdl, flags};
 use ovpn_dco::netcx::packet::NetPacket;
-use ovpn_dco::netcx::ring::{NetRing, NetRingCollection, advance_index, element_at, range_count};
+use ovpn_dco::netcx::ring::{NetRingCollection, advance_index, range_count};
 use ovpn_dco::netcx::wsk::{WskBuf, WskDatagramIndication};
 use ovpn_dco::ntstatus::NtStatus;
+use ovpn_dco::os::host::os_ring::OsRing;
 use ovpn_dco::os::host::wsk::sockaddr::SockAddrInet;
 use ovpn_dco::os::{
     AdapterDatapath, Instant as OsInstant, Os, PacketQueue, QueueExtensions, SEND_SLOT_SIZE, SendSlot, SocketEvents,
@@ -267,57 +268,6 @@ impl Drop for Region {
     fn drop(&mut self) {
         // SAFETY: allocated in `new` with this layout, freed once.
         unsafe { dealloc(self.ptr.as_ptr(), self.layout) };
-    }
-}
-
-/// One NET_RING as NetAdapterCx allocates it.
-struct OsRing {
-    memory: Region,
-    mask: u32,
-}
-
-impl OsRing {
-    fn new(stride: u16, count: u32) -> Self {
-        let memory = Region::new(NetRing::allocation_size(stride, count).expect("ring size"));
-        // SAFETY: the region is ours, 64-aligned, as large as
-        // allocation_size says, and not handed to any driver yet.
-        unsafe { NetRing::init(memory.as_ptr().cast(), stride, count) };
-        Self { memory, mask: count - 1 }
-    }
-
-    fn ring(&self) -> *mut NetRing {
-        self.memory.as_ptr().cast()
-    }
-
-    fn begin(&self) -> u32 {
-        // SAFETY: the ring header is live; BeginIndex is an atomic both
-        // sides use.
-        unsafe { (*self.ring()).begin_index.load(Ordering::Acquire) }
-    }
-
-    fn end(&self) -> u32 {
-        // SAFETY: as above; only the OS side writes EndIndex.
-        unsafe { (*self.ring()).end_index.load(Ordering::Relaxed) }
-    }
-
-    /// Hands elements up to `end` to the driver (Release: after they were
-    /// written).
-    fn set_end(&self, end: u32) {
-        // SAFETY: as above.
-        unsafe { (*self.ring()).end_index.store(end & self.mask, Ordering::Release) };
-    }
-
-    /// Elements the OS may write: not in `[BeginIndex, EndIndex)`, less the
-    /// one that keeps a full ring from looking empty.
-    fn room(&self) -> u32 {
-        self.mask - range_count(self.mask, self.begin(), self.end())
-    }
-
-    /// Element `index` (masked).
-    fn element<T>(&self, index: u32) -> *mut T {
-        // SAFETY: the header was initialised by `new` and the region holds
-        // every element; only an address is computed.
-        unsafe { element_at(self.ring(), index).cast() }
     }
 }
 
@@ -632,7 +582,7 @@ impl Pair {
             self.problem(msg);
             return;
         }
-        let (p_end, f_end, mask) = (m.packets.end(), m.fragments.end(), m.packets.mask);
+        let (p_end, f_end, mask) = (m.packets.end(), m.fragments.end(), m.packets.mask());
         for (k, packet) in self.inner.iter().enumerate() {
             let (p, f) = (advance_index(mask, p_end, k as u32), advance_index(mask, f_end, k as u32));
             let mut element = NetPacket::default();
@@ -680,7 +630,7 @@ impl Pair {
     fn deliver_rx(&mut self) -> u32 {
         let m = &self.rx_mem;
         let (p_begin, f_begin) = (m.packets.begin(), m.fragments.begin());
-        let mask = m.packets.mask;
+        let mask = m.packets.mask();
         let count = range_count(mask, self.rx_seen.0, p_begin);
         let return_context = m.return_context.as_ref().expect("RX return context");
         let sample = (self.rounds % u64::from(self.batch)) as u32;

@@ -66,8 +66,8 @@ fn poll_and_return(
 ) -> u32 {
     let mask = RING - 1;
     let (pb, fb) = (q.packet_begin(), q.fragment_begin());
-    q.packets.os_set_end((pb + mask) & mask);
-    q.fragments.os_set_end((fb + mask) & mask);
+    q.packets.set_end((pb + mask) & mask);
+    q.fragments.set_end((fb + mask) & mask);
     rxq.advance();
     let n = q.packet_begin().wrapping_sub(pb) & mask;
     for k in 0..n {
@@ -145,8 +145,8 @@ fn loom_send_completions_vs_tx_advance_drain_in_order_and_wake_the_poll() {
         let txq = tx_queue(&h, &mut q);
         let f = q.post(0, 0, &[&packets[0]]);
         q.post(1, f, &[&packets[1]]);
-        q.packets.os_set_end(2);
-        q.fragments.os_set_end(2);
+        q.packets.set_end(2);
+        q.fragments.set_end(2);
         txq.advance();
         let state = h.os.state();
         let sent = state.sent.lock().unwrap().clone();
@@ -238,8 +238,8 @@ fn loom_key_swap_vs_a_packet_in_flight_delivers_or_counts_it_once() {
         tests::install_rx_key(&h.peer, SlotIndex::Secondary, 3);
         let (status, _list) = cpu.cpu.join().unwrap();
         let mask = RING - 1;
-        q.packets.os_set_end(mask);
-        q.fragments.os_set_end(mask);
+        q.packets.set_end(mask);
+        q.fragments.set_end(mask);
         rxq.advance();
         let delivered = q.packet_begin();
         if delivered == 1 {

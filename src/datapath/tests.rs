@@ -12,8 +12,9 @@ use crate::netcx::extension::{NetExtension, checksum as checksum_values};
 use crate::netcx::fragment::NetFragment;
 use crate::netcx::mdl::{Mdl, flags};
 use crate::netcx::packet::NetPacket;
-use crate::netcx::ring::{NetRing, element_at, tests::TestRing};
+use crate::netcx::ring::{NetRing, element_at};
 use crate::netcx::wsk::{WskBuf, WskDatagramIndication};
+use crate::os::host::os_ring::OsRing;
 use crate::os::host::wsk::sockaddr::SockAddrInet;
 use crate::os::time::Instant;
 use crate::os::{PacketQueue, SendSlot, SocketEvents, Transport};
@@ -425,8 +426,8 @@ pub(super) fn ipv4(len: usize, seed: u8) -> Vec<u8> {
 
 /// A queue's rings and extensions as NetAdapterCx would hand them out.
 pub(super) struct OsQueue {
-    pub packets: TestRing,
-    pub fragments: TestRing,
+    pub packets: OsRing,
+    pub fragments: OsRing,
     // Extension storage, reached only through these raw pointers (the
     // driver holds copies of them), freed on drop.
     va: *mut *mut u8,
@@ -452,8 +453,8 @@ impl Drop for OsQueue {
 
 impl OsQueue {
     pub fn new() -> Self {
-        let packets = TestRing::new(16, RING);
-        let fragments = TestRing::new(8, RING);
+        let packets = OsRing::new(16, RING);
+        let fragments = OsRing::new(8, RING);
         let collection = Box::new(NetRingCollection::new(packets.ring(), fragments.ring()));
         Self {
             packets,
@@ -718,8 +719,8 @@ fn received_data_is_decrypted_in_place_and_indicated_without_a_copy() {
 
     rxq.set_notification_enabled(true);
     assert_eq!(h.os.rx_notified.load(Ordering::SeqCst), 1, "queued packets notify at once when armed");
-    q.packets.os_set_end(RING - 1);
-    q.fragments.os_set_end(RING - 1);
+    q.packets.set_end(RING - 1);
+    q.fragments.set_end(RING - 1);
     rxq.advance();
     assert_eq!((q.packet_begin(), q.fragment_begin()), (2, 2));
     for (i, want) in [a, b].iter().enumerate() {
@@ -864,8 +865,8 @@ fn with_the_checksum_extension_decrypted_packets_are_reported_valid() {
     rxq.start();
     let mut ind = Indication::single(&[h.seal(&ipv4(64, 1))]);
     ind.deliver(&h.os.events());
-    q.packets.os_set_end(2);
-    q.fragments.os_set_end(2);
+    q.packets.set_end(2);
+    q.fragments.set_end(2);
     rxq.advance();
     let c = q.checksum(0);
     assert_eq!((c.layer3(), c.layer4()), (checksum_values::RX_VALID, checksum_values::RX_VALID));
@@ -884,8 +885,8 @@ fn a_datagram_over_several_mdls_takes_the_counted_copy_path() {
     let mut ind = Indication::new(&[pieces], remote());
     assert_eq!(ind.deliver(&h.os.events()), NtStatus::SUCCESS, "nothing of the list is kept");
     assert_eq!(h.dp.copies().rx_copied_bytes.load(Ordering::SeqCst), d.len() as u64);
-    q.packets.os_set_end(4);
-    q.fragments.os_set_end(4);
+    q.packets.set_end(4);
+    q.fragments.set_end(4);
     rxq.advance();
     assert_eq!(q.fragment_bytes(0), plain);
     assert_eq!(h.dp.occupancy().rx_copy_buffers, 1);
@@ -922,12 +923,12 @@ fn cancel_ignores_the_rings_and_releases_what_was_never_indicated() {
     let rxq = rx_queue(&h, &mut q);
     let mut ind = Indication::single(&[h.seal(&ipv4(64, 1)), h.seal(&ipv4(64, 2)), h.seal(&ipv4(64, 3))]);
     assert_eq!(ind.deliver(&h.os.events()), NtStatus::PENDING);
-    q.packets.os_set_end(1);
-    q.fragments.os_set_end(1);
+    q.packets.set_end(1);
+    q.fragments.set_end(1);
     rxq.advance();
     assert_eq!(q.packet_begin(), 1, "one indicated, two still queued");
-    q.packets.os_set_end(5);
-    q.fragments.os_set_end(5);
+    q.packets.set_end(5);
+    q.fragments.set_end(5);
     rxq.cancel();
     assert_eq!((q.packet_begin(), q.fragment_begin()), (5, 5));
     for i in 1..5 {
@@ -964,8 +965,8 @@ fn mss_is_clamped_in_received_syns_and_foreign_sources_are_refused() {
     syn[40..44].copy_from_slice(&[2, 4, 0x05, 0xb4]);
     let mut ind = Indication::single(&[h.seal(&syn)]);
     ind.deliver(&h.os.events());
-    q.packets.os_set_end(2);
-    q.fragments.os_set_end(2);
+    q.packets.set_end(2);
+    q.fragments.set_end(2);
     rxq.advance();
     let got = q.fragment_bytes(0);
     assert_eq!(&got[42..44], &1300u16.to_be_bytes());
@@ -1003,8 +1004,8 @@ fn a_posted_packet_is_encrypted_out_of_place_and_drained_on_completion() {
     let packet = ipv4(1200, 5);
     let before = packet.clone();
     q.post(0, 0, &[&packet]);
-    q.packets.os_set_end(1);
-    q.fragments.os_set_end(1);
+    q.packets.set_end(1);
+    q.fragments.set_end(1);
     txq.advance();
     let state = h.os.state();
     let (slot, wire, to) = state.sent.lock().unwrap()[0].clone();
@@ -1034,8 +1035,8 @@ fn without_send_slots_packets_wait_and_drain_in_ring_order() {
     for (i, p) in packets.iter().enumerate() {
         f = q.post(i as u32, f, &[p]);
     }
-    q.packets.os_set_end(4);
-    q.fragments.os_set_end(4);
+    q.packets.set_end(4);
+    q.fragments.set_end(4);
     txq.advance();
     let state = h.os.state();
     assert_eq!(state.sent.lock().unwrap().len(), 2, "back-pressure: two slots, two sends");
@@ -1079,8 +1080,8 @@ fn fragmented_packets_and_syns_to_clamp_are_gathered_into_the_slot() {
     syn[40..44].copy_from_slice(&[2, 4, 0x05, 0xb4]);
     let syn_before = syn.clone();
     q.post(1, f, &[&syn]);
-    q.packets.os_set_end(2);
-    q.fragments.os_set_end(4);
+    q.packets.set_end(2);
+    q.fragments.set_end(4);
     txq.advance();
     let sent = h.os.state().sent.lock().unwrap().clone();
     assert_eq!(h.open(&sent[0].1), packet);
@@ -1106,8 +1107,8 @@ fn unroutable_oversize_and_refused_packets_are_dropped_and_counted() {
     let mut f = q.post(0, 0, &[&not_ip]);
     f = q.post(1, f, &[&big]);
     f = q.post(2, f, &[&ok]);
-    q.packets.os_set_end(3);
-    q.fragments.os_set_end(f);
+    q.packets.set_end(3);
+    q.fragments.set_end(f);
     h.os.state().refuse.store(true, Ordering::SeqCst);
     txq.advance();
     let d = h.dp.drops();
@@ -1127,8 +1128,8 @@ fn cancel_returns_unposted_packets_and_waits_for_sends_in_flight() {
     let (a, b) = (ipv4(64, 1), ipv4(64, 2));
     let f = q.post(0, 0, &[&a]);
     q.post(1, f, &[&b]);
-    q.packets.os_set_end(2);
-    q.fragments.os_set_end(2);
+    q.packets.set_end(2);
+    q.fragments.set_end(2);
     txq.advance();
     txq.cancel();
     txq.advance();
@@ -1168,8 +1169,8 @@ fn close_waits_for_retained_lists_and_sends() {
     let mut ind = Indication::single(&[h.seal(&ipv4(64, 1))]);
     assert_eq!(ind.deliver(&h.os.events()), NtStatus::PENDING);
     h.dp.send_control(remote(), &[0x38, 0, 0, 0]).unwrap();
-    q.packets.os_set_end(2);
-    q.fragments.os_set_end(2);
+    q.packets.set_end(2);
+    q.fragments.set_end(2);
     rxq.advance();
     assert_eq!(h.dp.close_transport(), CloseProgress::Waiting { retained_lists: 1, sends_in_flight: 1 });
     assert_eq!(h.dp.send_control(remote(), &[0x38, 0, 0, 0]), Err(TxError::NoTransport));
@@ -1223,8 +1224,8 @@ fn tcp_stream_bytes_are_reframed_and_go_through_the_copy_path() {
         events.stream_received(chunk);
     }
     assert_eq!(h.dp.peers().controls.lock().unwrap().len(), 1);
-    q.packets.os_set_end(4);
-    q.fragments.os_set_end(4);
+    q.packets.set_end(4);
+    q.fragments.set_end(4);
     rxq.advance();
     assert_eq!((q.fragment_bytes(0), q.fragment_bytes(1)), (a, b));
     h.dp.return_rx_buffer(q.return_context(0));
@@ -1295,8 +1296,8 @@ fn concurrent_receives_advances_and_returns_deliver_every_packet_once_and_leak_n
         loop {
             let finished = done.load(Ordering::SeqCst) == THREADS;
             let (pb, fb) = (q.packet_begin(), q.fragment_begin());
-            q.packets.os_set_end((pb + mask) & mask);
-            q.fragments.os_set_end((fb + mask) & mask);
+            q.packets.set_end((pb + mask) & mask);
+            q.fragments.set_end((fb + mask) & mask);
             rxq.advance();
             let n = (q.packet_begin().wrapping_sub(pb)) & mask;
             for k in 0..n {
@@ -1365,8 +1366,8 @@ fn completions_on_another_thread_drain_every_packet_in_order() {
                 p = (p + 1) & mask;
                 posted += 1;
             }
-            q.packets.os_set_end(p);
-            q.fragments.os_set_end(f);
+            q.packets.set_end(p);
+            q.fragments.set_end(f);
             txq.advance();
             std::thread::yield_now();
         }

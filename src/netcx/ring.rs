@@ -541,61 +541,12 @@ impl QueueRings {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
     use crate::netcx::extension::{NetExtension, NetFragmentReturnContext, NetFragmentVirtualAddress};
-    use std::alloc::{Layout, alloc_zeroed, dealloc};
+    use crate::os::host::os_ring::OsRing;
 
-    /// A ring with the real layout, playing the OS side: 64-aligned, zeroed,
-    /// header written, elements `stride` apart.
-    pub(crate) struct TestRing {
-        base: NonNull<u8>,
-        layout: Layout,
-    }
-
-    impl TestRing {
-        pub(crate) fn new(stride: u16, count: u32) -> Self {
-            let size = NetRing::allocation_size(stride, count).unwrap();
-            let layout = Layout::from_size_align(size, 64).unwrap();
-            // SAFETY: the layout has a non-zero size (at least 128 bytes).
-            let base = NonNull::new(unsafe { alloc_zeroed(layout) }).unwrap();
-            // SAFETY: fresh, 64-aligned, ≥ 128 bytes, not shared yet.
-            unsafe { NetRing::init(base.as_ptr().cast(), stride, count) };
-            Self { base, layout }
-        }
-
-        pub(crate) fn ring(&self) -> *mut NetRing {
-            self.base.as_ptr().cast()
-        }
-
-        /// The OS hands elements over up to `end`.
-        pub(crate) fn os_set_end(&self, end: u32) {
-            // SAFETY: the ring is live; EndIndex is the OS's to move, and the
-            // store is atomic.
-            unsafe { (*self.ring()).end_index.store(end, Ordering::Release) };
-        }
-
-        fn byte(&self, offset: usize) -> u8 {
-            assert!(offset < self.layout.size());
-            // SAFETY: in bounds of the allocation, which is initialised (zeroed).
-            unsafe { self.base.as_ptr().add(offset).read() }
-        }
-
-        fn fill(&self, offset: usize, len: usize, value: u8) {
-            assert!(offset + len <= self.layout.size());
-            // SAFETY: in bounds; the test owns the memory outside any view.
-            unsafe { self.base.as_ptr().add(offset).write_bytes(value, len) };
-        }
-    }
-
-    impl Drop for TestRing {
-        fn drop(&mut self) {
-            // SAFETY: allocated in `new` with this layout.
-            unsafe { dealloc(self.base.as_ptr(), self.layout) };
-        }
-    }
-
-    fn view<T: RingElement>(ring: &TestRing) -> RingView<T> {
+    fn view<T: RingElement>(ring: &OsRing) -> RingView<T> {
         // SAFETY: `ring` outlives every view a test makes, its header is
         // valid, and each test uses one view per ring.
         unsafe { RingView::from_raw(ring.ring()) }.unwrap()
@@ -619,12 +570,12 @@ pub(crate) mod tests {
 
     #[test]
     fn header_has_the_facts_layout() {
-        let r = TestRing::new(16, 8);
+        let r = OsRing::new(16, 8);
         // §1.1: ElementStride @2 (u16), NumberOfElements @4, ElementIndexMask @8.
         assert_eq!([r.byte(2), r.byte(3)], [16, 0]);
         assert_eq!(r.byte(4), 8);
         assert_eq!(r.byte(8), 7);
-        r.os_set_end(5);
+        r.set_end(5);
         assert_eq!(r.byte(12), 5);
         assert_eq!(NetRing::allocation_size(16, 2), Some(128));
         assert_eq!(NetRing::allocation_size(24, 8), Some(64 + 192));
@@ -632,7 +583,7 @@ pub(crate) mod tests {
 
     #[test]
     fn elements_are_stepped_by_the_stride_not_the_element_size() {
-        let r = TestRing::new(24, 8);
+        let r = OsRing::new(24, 8);
         let v = view::<NetPacket>(&r);
         let base = r.ring().cast::<u8>();
         for i in 0..8u32 {
@@ -654,30 +605,30 @@ pub(crate) mod tests {
             assert_eq!(RingView::<NetPacket>::from_raw(core::ptr::null_mut()).unwrap_err(), RingError::NullRing);
             let odd = core::ptr::without_provenance_mut::<NetRing>(64 + 8);
             assert_eq!(RingView::<NetPacket>::from_raw(odd).unwrap_err(), RingError::Misaligned);
-            let r = TestRing::new(16, 6);
+            let r = OsRing::new(16, 6);
             assert_eq!(RingView::<NetPacket>::from_raw(r.ring()).unwrap_err(), RingError::NotPowerOfTwo);
-            let r = TestRing::new(16, 1);
+            let r = OsRing::new(16, 1);
             assert_eq!(RingView::<NetPacket>::from_raw(r.ring()).unwrap_err(), RingError::NotPowerOfTwo);
-            let r = TestRing::new(16, 8);
+            let r = OsRing::new(16, 8);
             addr_of_mut!((*r.ring()).element_index_mask).write(15);
             assert_eq!(RingView::<NetPacket>::from_raw(r.ring()).unwrap_err(), RingError::MaskMismatch);
-            let r = TestRing::new(8, 8);
+            let r = OsRing::new(8, 8);
             assert_eq!(RingView::<NetPacket>::from_raw(r.ring()).unwrap_err(), RingError::StrideTooSmall);
-            let r = TestRing::new(12, 8);
+            let r = OsRing::new(12, 8);
             assert_eq!(RingView::<NetFragment>::from_raw(r.ring()).unwrap_err(), RingError::StrideMisaligned);
             // 12 suits a packet (align 4) and 16 a fragment.
             assert!(RingView::<NetPacket>::from_raw(r.ring()).is_ok());
-            assert!(RingView::<NetFragment>::from_raw(TestRing::new(16, 8).ring()).is_ok());
+            assert!(RingView::<NetFragment>::from_raw(OsRing::new(16, 8).ring()).is_ok());
         }
     }
 
     #[test]
     fn only_owned_elements_are_handed_out() {
-        let r = TestRing::new(16, 8);
+        let r = OsRing::new(16, 8);
         let mut v = view::<NetPacket>(&r);
         assert_eq!(v.owned().len(), 0);
         assert_eq!(v.get(0).unwrap_err(), RingError::NotOwned);
-        r.os_set_end(5);
+        r.set_end(5);
         assert_eq!(v.owned().collect::<std::vec::Vec<_>>(), [0, 1, 2, 3, 4]);
         assert!(v.get(4).is_ok());
         assert_eq!(v.get(5).unwrap_err(), RingError::NotOwned);
@@ -700,15 +651,15 @@ pub(crate) mod tests {
 
     #[test]
     fn owned_range_wraps_and_writes_honour_the_stride() {
-        let r = TestRing::new(24, 8);
+        let r = OsRing::new(24, 8);
         // Sentinels in the gaps between 12-byte packets 24 bytes apart.
         for i in 0..8 {
             r.fill(64 + 24 * i + 12, 12, 0xEE);
         }
         let mut v = view::<NetPacket>(&r);
-        r.os_set_end(6);
+        r.set_end(6);
         v.set_begin(6).unwrap();
-        r.os_set_end(2);
+        r.set_end(2);
         let owned = v.owned();
         assert_eq!(owned.len(), 4);
         for i in owned {
@@ -731,11 +682,11 @@ pub(crate) mod tests {
 
     #[test]
     fn next_index_splits_drain_and_post_sections() {
-        let r = TestRing::new(8, 8);
+        let r = OsRing::new(8, 8);
         let mut v = view::<NetFragment>(&r);
-        r.os_set_end(6);
+        r.set_end(6);
         v.set_begin(5).unwrap();
-        r.os_set_end(3);
+        r.set_end(3);
         v.set_next(5).unwrap();
         assert!(v.drain_section().unwrap().is_empty());
         assert_eq!(v.post_section().unwrap().collect::<std::vec::Vec<_>>(), [5, 6, 7, 0, 1, 2]);
@@ -760,7 +711,7 @@ pub(crate) mod tests {
 
     #[test]
     fn extensions_follow_the_fragment_ring_ownership() {
-        let frags = TestRing::new(16, 4);
+        let frags = OsRing::new(16, 4);
         // Two extensions with a stride of 24 for 8-byte payloads.
         let mut va_storage = [0u64; 12];
         let mut rc_storage = [0u64; 12];
@@ -775,7 +726,7 @@ pub(crate) mod tests {
             )
         };
         let mut v = view::<NetFragment>(&frags);
-        frags.os_set_end(3);
+        frags.set_end(3);
         let mut payload = [0u8; 32];
         let payload_ptr = payload.as_mut_ptr();
         for i in v.owned() {
@@ -794,8 +745,8 @@ pub(crate) mod tests {
 
     #[test]
     fn collection_yields_packet_and_fragment_rings() {
-        let packets = TestRing::new(16, 8);
-        let fragments = TestRing::new(8, 16);
+        let packets = OsRing::new(16, 8);
+        let fragments = OsRing::new(8, 16);
         let collection = NetRingCollection::new(packets.ring(), fragments.ring());
         // SAFETY: both test rings outlive the views and have valid headers.
         let q = unsafe { QueueRings::from_collection(&collection) }.unwrap();

@@ -10,10 +10,13 @@
 //!   loopback, with its own ownership verifier.
 //! - [`os`]: the model as one adapter's `Os` (clock with virtual time,
 //!   link state, the passive timer as a thread).
+//! - [`os_ring`]: a bare NET_RING allocation for code that plays the OS
+//!   side by hand (unit tests, the benchmark's direct cell).
 
 mod memory;
 pub mod netadapter;
 pub mod os;
+pub mod os_ring;
 #[cfg(target_os = "linux")]
 pub mod tunnel;
 pub mod verifier;
