@@ -166,6 +166,7 @@ impl<K> PeerEntry<K> {
             keepalive: self.keepalive,
             mss: self.peer.mss(),
             keys: self.keys,
+            key_installs: self.peer.rx.lock().installs(),
             stats: self.peer.stats.snapshot(),
             last_sent: self.peer.last_sent(),
             last_received: self.peer.last_received(),
@@ -287,6 +288,9 @@ pub struct PeerSnapshot {
     pub keepalive: Keepalive,
     pub mss: Option<u16>,
     pub keys: [Option<KeyInfo>; 2],
+    /// Keys installed so far: a failed NEW_KEY must not have replaced one,
+    /// even by a key of the same id and layout.
+    pub key_installs: u64,
     pub stats: PeerStatsSnapshot,
     pub last_sent: Instant,
     pub last_received: Instant,

@@ -376,6 +376,15 @@ impl<K: AeadKey> Default for RxSlots<K> {
     }
 }
 
+impl<K> RxSlots<K> {
+    /// How many keys were ever installed here. Replacing a key with one of
+    /// the same id and layout changes this and nothing else observable
+    /// (diagnostics and the control plane's state snapshot).
+    pub fn installs(&self) -> u64 {
+        self.next_generation.wrapping_sub(1)
+    }
+}
+
 /// A received packet that passed the cheap checks and is ready to open.
 /// Borrows the slots: open it, then drop it before [`RxSlots::commit`].
 pub struct RxPacket<'a, K> {
