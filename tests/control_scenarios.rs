@@ -769,3 +769,53 @@ fn ioctls_in_the_wrong_mode_are_refused_before_their_input_is_read() {
     h.fails(Ioctl::MpStartVpn, &mp_start_vpn(sa("0.0.0.0:1194"), false), 31, NtStatus::BUFFER_TOO_SMALL);
     assert!(h.take_actions().iter().all(|a| matches!(a, Action::Link(_))), "no socket behind a short output");
 }
+
+#[test]
+fn openvpn_2_7_server_renegotiates_one_client_with_mp_swap_keys() {
+    let mut h = Harness::new();
+    h.ok(Ioctl::SetMode, &set_mode(1), 0);
+    for id in [0u8, 1] {
+        h.ok(
+            Ioctl::MpNewPeer,
+            &mp_new_peer(sa(&format!("198.51.100.{id}:1")), [10, 8, 0, 2 + id], [0; 16], id.into()),
+            0,
+        );
+        h.ok(Ioctl::NewKey, &crypto_data(PRIMARY, AES_GCM, 0, id.into()), 0);
+    }
+    let decrypts = |h: &Harness, peer: u32, remote: &mut ovpn_dco::crypto::slots::KeySlots<_>| {
+        let mut pkt = remote_packet(&HostCrypto, remote, peer, &KEEPALIVE_PING);
+        let p = h.dev.rx_peer(pid(peer)).unwrap();
+        let d = p.rx.lock().decrypt(&HostCrypto, &mut pkt, h.now.as_secs())?;
+        assert_eq!(&pkt[d.plaintext], KEEPALIVE_PING);
+        Ok::<_, DataError>(d.key_id)
+    };
+    let (k0, k1) = (KeyId::new(0).unwrap(), KeyId::new(1).unwrap());
+    let mut old = remote_slots(Cipher::AesGcm, Layout::Standard, 0);
+    let mut new = remote_slots(Cipher::AesGcm, Layout::Standard, 1);
+
+    // Client 1's TLS renegotiation: the new key into its SECONDARY slot. It
+    // decrypts at once; TX stays on the old key until MP_SWAP_KEYS.
+    h.ok(Ioctl::NewKey, &crypto_data(SECONDARY, AES_GCM, 1, 1), 0);
+    assert_eq!(decrypts(&h, 1, &mut new), Ok(k1));
+    let p1 = h.dev.rx_peer(pid(1)).unwrap();
+    assert_eq!(p1.tx.lock().primary().unwrap().key_id(), k0);
+    h.ok(Ioctl::MpSwapKeys, &le(1), 0);
+    assert_eq!(p1.tx.lock().primary().unwrap().key_id(), k1, "TX moves to the new key");
+    assert_eq!(decrypts(&h, 1, &mut old), Ok(k0), "the old key decrypts until replaced");
+    let snap = h.dev.snapshot();
+    let keys = |id: u32| snap.mp_peers.iter().find(|p| p.id == pid(id)).unwrap().keys.map(|k| k.map(|k| k.key_id));
+    assert_eq!(keys(1), [Some(k1), Some(k0)]);
+    // The other client is untouched.
+    assert_eq!(keys(0), [Some(k0), None]);
+    assert_eq!(h.dev.rx_peer(pid(0)).unwrap().tx.lock().primary().unwrap().key_id(), k0);
+    assert_eq!(
+        decrypts(&h, 0, &mut remote_slots(Cipher::AesGcm, Layout::Standard, 1)),
+        Err(DataError::UnknownKeyId(k1))
+    );
+    // The next renegotiation's key replaces the retired one.
+    h.ok(Ioctl::NewKey, &crypto_data(SECONDARY, AES_GCM, 2, 1), 0);
+    assert_eq!(decrypts(&h, 1, &mut old), Err(DataError::UnknownKeyId(k0)));
+    assert_eq!(decrypts(&h, 1, &mut new), Ok(k1));
+    // MP_SWAP_KEYS for a peer that is not there.
+    h.fails(Ioctl::MpSwapKeys, &le(5), 0, NtStatus::INVALID_DEVICE_REQUEST);
+}
