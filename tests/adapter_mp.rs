@@ -87,6 +87,48 @@ fn a_server_routes_three_clients_by_vpn_address_and_iroute() {
     finish(net);
 }
 
+/// Destinations that change from packet to packet within one burst (the TX
+/// path routes a run of packets to one destination once): every packet
+/// still reaches exactly the client its destination routes to, including
+/// an unroutable one between two routable ones.
+#[test]
+fn interleaved_destinations_each_reach_their_own_client() {
+    let net = network();
+    let s = &net.server;
+    let unroutable = Ipv4Addr::new(172, 16, 0, 9);
+    let dst = |k: u32| if k == 4 { IROUTE_HOST } else { client_vpn(k) };
+    let mut want = [0usize; 5];
+    for id in 0..240u32 {
+        // 1 2 3 4(iroute) 1 1 2 2 ... and an unroutable one every 7th.
+        let k = if id % 7 == 6 {
+            0
+        } else if id < 120 {
+            id % 4 + 1
+        } else {
+            (id / 2) % 4 + 1
+        };
+        let to = if k == 0 { unroutable } else { dst(k) };
+        s.nx.send(TxPacket::new(packet(SERVER_VPN, to, k * 1000 + id, len_of(id))));
+        want[k as usize] += 1;
+    }
+    for (i, c) in net.clients.iter().enumerate() {
+        let k = i as u32 + 1;
+        let expected = want[k as usize] + if k == 3 { want[4] } else { 0 };
+        assert!(c.nx.wait_delivered(expected, WAIT), "client {k}: {} of {expected}", c.nx.delivered().len());
+        let delivered = c.nx.delivered();
+        assert_eq!(delivered.len(), expected, "client {k}");
+        for d in delivered {
+            let tag = id_of(&d.bytes);
+            let (from_k, id) = (tag / 1000, tag % 1000);
+            assert!(from_k == k || (k == 3 && from_k == 4), "client {k} got packet {id} meant for {from_k}");
+            assert_eq!(d.bytes, packet(SERVER_VPN, dst(from_k), tag, len_of(id)));
+        }
+    }
+    assert!(s.nx.wait_completed(240, WAIT));
+    assert_eq!(s.drops(DropReason::TxUnroutable), want[0] as u64);
+    finish(net);
+}
+
 #[test]
 fn a_spoofed_inner_source_is_dropped_and_counted() {
     let net = network();

@@ -43,6 +43,41 @@ impl IndexPool {
         Some(index)
     }
 
+    /// Takes up to `out.len()` indices under one lock, in the order single
+    /// [`IndexPool::take`]s would hand them out; returns how many.
+    pub fn take_into(&self, out: &mut [u16]) -> usize {
+        let mut s = self.free.lock();
+        let n = out.len().min(s.len);
+        let rest = s.len - n;
+        let Some(taken) = s.items.get(rest..s.len) else { return 0 };
+        for (slot, &index) in out.iter_mut().zip(taken.iter().rev()) {
+            *slot = index;
+        }
+        s.len = rest;
+        n
+    }
+
+    /// Gives back indices taken with [`IndexPool::take_into`] and not used,
+    /// under one lock, so the pool is as if they had never been taken (the
+    /// first of `indices` is on top again). Those that do not fit (a double
+    /// free) are not added; returns how many were.
+    pub fn put_all(&self, indices: &[u16]) -> usize {
+        let mut s = self.free.lock();
+        let mut added = 0;
+        for &index in indices.iter().rev() {
+            let len = s.len;
+            match s.items.get_mut(len) {
+                Some(slot) => {
+                    *slot = index;
+                    s.len = len + 1;
+                    added += 1;
+                }
+                None => break,
+            }
+        }
+        added
+    }
+
     /// Gives `index` back. `false` if the pool is already full (a second
     /// free of the same index): the index is not added twice.
     pub fn put(&self, index: u16) -> bool {
@@ -214,6 +249,26 @@ mod tests {
         assert!(p.put(0) && p.put(1) && p.put(2));
         assert!(!p.put(2), "a fourth index does not fit a pool of three");
         assert_eq!(p.available(), 3);
+    }
+
+    #[test]
+    fn taking_several_at_once_hands_out_what_single_takes_would() {
+        let (one, many) = (IndexPool::full(5), IndexPool::full(5));
+        let mut out = [0u16; 3];
+        assert_eq!(many.take_into(&mut out), 3);
+        let singles: [u16; 3] = core::array::from_fn(|_| one.take().unwrap());
+        assert_eq!(out, singles);
+        // Two unused go back on top, first of them first out again.
+        assert_eq!(many.put_all(&out[1..]), 2);
+        assert_eq!(many.take(), Some(out[1]));
+        assert_eq!(many.take(), Some(out[2]));
+        // Asking for more than is free takes what there is.
+        let mut big = [0u16; 8];
+        assert_eq!(many.take_into(&mut big), 2);
+        assert_eq!(many.take(), None);
+        // Nothing is added beyond the capacity.
+        assert_eq!(many.put_all(&[0, 1, 2, 3, 4, 0]), 5);
+        assert_eq!(many.available(), 5);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::os::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::net::{Ipv4Addr, SocketAddr};
+use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 use core::ptr::NonNull;
 
 use super::pools::{IndexDeque, IndexPool};
@@ -219,6 +219,14 @@ impl SendSlots {
 
     fn put(&self, slot: u16) {
         self.free.put(slot);
+    }
+
+    fn take_into(&self, out: &mut [u16]) -> usize {
+        self.free.take_into(out)
+    }
+
+    fn put_all(&self, slots: &[u16]) {
+        self.free.put_all(slots);
     }
 
     fn set(&self, slot: u16, usage: SendUse, len: usize, remote: SocketAddr) {
@@ -703,6 +711,78 @@ impl<K> TxTally<K> {
     }
 }
 
+/// The last route of one Advance: a run of packets to one inner destination
+/// costs one lookup (in the adapter, the device lock and a peer reference)
+/// instead of one per packet. A route or peer change on another CPU during
+/// an Advance (MP_DEL_PEER, an iroute, DEL_PEER + NEW_PEER) takes effect
+/// with the next destination or Advance: the packets before it still go to
+/// a live peer object with its own keys, as if the change had come just
+/// after them.
+struct TxRoute<K> {
+    last: Option<(IpAddr, Arc<Peer<K>>)>,
+}
+
+impl<K> TxRoute<K> {
+    /// The peer for inner destination `dst`: the last route's if `dst` is
+    /// its destination, else `lookup`'s (None: unroutable; the last route
+    /// is kept).
+    fn peer(&mut self, dst: IpAddr, lookup: impl FnOnce(IpAddr) -> Option<Arc<Peer<K>>>) -> Option<&Arc<Peer<K>>> {
+        if self.last.as_ref().is_none_or(|(last, _)| *last != dst) {
+            self.last = Some((dst, lookup(dst)?));
+        }
+        self.last.as_ref().map(|(_, peer)| peer)
+    }
+}
+
+/// Send slots an Advance takes from the socket's free list at a time: one
+/// lock per this many packets instead of one per packet. The unused ones go
+/// back when the Advance ends, so a control write or keepalive on another
+/// CPU can find the list short by at most this many, and only while an
+/// Advance runs.
+const TX_SLOT_BATCH: usize = 16;
+
+/// The send slots one Advance holds and has not used yet.
+struct SlotStash {
+    slots: [u16; TX_SLOT_BATCH],
+    next: usize,
+    len: usize,
+}
+
+impl SlotStash {
+    const fn new() -> Self {
+        Self { slots: [0; TX_SLOT_BATCH], next: 0, len: 0 }
+    }
+
+    /// A free slot (refilling from `send` when empty), or None if every
+    /// slot is in flight.
+    fn take(&mut self, send: &SendSlots) -> Option<u16> {
+        if self.next >= self.len {
+            self.len = send.take_into(&mut self.slots);
+            self.next = 0;
+        }
+        let slot = *self.slots.get(self.next..self.len)?.first()?;
+        self.next += 1;
+        Some(slot)
+    }
+
+    /// The slots not used go back to `send`.
+    fn give_back(&mut self, send: &SendSlots) {
+        if let Some(unused) = self.slots.get(self.next..self.len) {
+            send.put_all(unused);
+        }
+        (self.next, self.len) = (0, 0);
+    }
+}
+
+/// What one Advance carries from packet to packet.
+struct AdvanceRun<'a, O: Os, P: Peers<KeyOf<O>>> {
+    link: Option<&'a Arc<Link<O, P>>>,
+    transport: Option<&'a Arc<O::Transport>>,
+    tally: TxTally<KeyOf<O>>,
+    route: TxRoute<KeyOf<O>>,
+    slots: SlotStash,
+}
+
 /// What became of one posted packet.
 enum Posted {
     Sent,
@@ -748,15 +828,9 @@ impl<O: Os, P: Peers<KeyOf<O>>> TxQueue<O, P> {
         self.inner.in_flight.load(Ordering::Acquire)
     }
 
-    fn post(
-        &self,
-        r: &mut TxRings,
-        index: u32,
-        link: Option<&Arc<Link<O, P>>>,
-        transport: Option<&Arc<O::Transport>>,
-        tally: &mut TxTally<KeyOf<O>>,
-    ) -> Posted {
+    fn post(&self, r: &mut TxRings, index: u32, run: &mut AdvanceRun<'_, O, P>) -> Posted {
         let shared = &*self.shared;
+        let AdvanceRun { link, transport, tally, route, slots } = run;
         let Ok(packet) = r.rings.packets.get(index).copied() else { return Posted::Stalled };
         if packet.ignore() {
             return Posted::Ignored;
@@ -773,15 +847,15 @@ impl<O: Os, P: Peers<KeyOf<O>>> TxQueue<O, P> {
         let mut head = [0u8; ip::HEADER_PEEK_LEN];
         let head_len = packet_bytes.copy_prefix(&mut head);
         let head = &head[..head_len];
-        let Some(peer) = ip::addresses(head).and_then(|a| shared.peers.tx_peer(a.dst)) else {
+        let Some(peer) = ip::addresses(head).and_then(|a| route.peer(a.dst, |dst| shared.peers.tx_peer(dst))) else {
             return Posted::Dropped(DropReason::TxUnroutable);
         };
-        let (Some(link), Some(transport)) = (link, transport) else {
+        let (Some(link), Some(transport)) = (*link, *transport) else {
             return Posted::Dropped(DropReason::TxNoTransport);
         };
-        let Some(slot) = link.send.take() else { return Posted::Stalled };
+        let Some(slot) = slots.take(&link.send) else { return Posted::Stalled };
         let clamp = peer.mss().and_then(MssLimit::new).filter(|_| ip::is_tcp_syn(head));
-        let (len, copied) = match seal(shared, &peer, transport, slot, prefix_len(link), &packet_bytes, clamp) {
+        let (len, copied) = match seal(shared, peer, transport, slot, prefix_len(link), &packet_bytes, clamp) {
             Ok(sealed) => sealed,
             Err(reason) => {
                 link.send.put(slot);
@@ -789,7 +863,7 @@ impl<O: Os, P: Peers<KeyOf<O>>> TxQueue<O, P> {
             }
         };
         let plaintext = packet_bytes.total;
-        let remote = tally.count(&peer, plaintext, len);
+        let remote = tally.count(peer, plaintext, len);
         if copied {
             add(&shared.copies.tx_copied_bytes, plaintext);
         }
@@ -847,10 +921,16 @@ impl<O: Os, P: Peers<KeyOf<O>>> PacketQueue for TxQueue<O, P> {
         let transport = link.as_ref().and_then(|l| l.transport());
         let mut r = self.rings.lock();
         let mask = r.rings.packets.mask();
-        let mut tally = TxTally::default();
+        let mut run = AdvanceRun {
+            link: link.as_ref(),
+            transport: transport.as_ref(),
+            tally: TxTally::default(),
+            route: TxRoute { last: None },
+            slots: SlotStash::new(),
+        };
         if let Ok(post) = r.rings.packets.post_section() {
             for index in post {
-                match self.post(&mut r, index, link.as_ref(), transport.as_ref(), &mut tally) {
+                match self.post(&mut r, index, &mut run) {
                     Posted::Sent | Posted::Ignored => {}
                     Posted::Dropped(reason) => {
                         shared.drop_packet(reason);
@@ -862,7 +942,10 @@ impl<O: Os, P: Peers<KeyOf<O>>> PacketQueue for TxQueue<O, P> {
                 let _ = r.rings.packets.set_next(increment_index(mask, index));
             }
         }
-        tally.flush(&shared.stats);
+        if let Some(link) = run.link {
+            run.slots.give_back(&link.send);
+        }
+        run.tally.flush(&shared.stats);
         self.drain(&mut r);
     }
 
