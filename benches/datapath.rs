@@ -1,7 +1,7 @@
 //! Data-path throughput against the raw AEAD it is built on.
 //!
 //! `cargo bench --bench datapath [-- --seconds S --warmup S --sizes 64,512,1400 --no-udp --direct-only
-//! --batch N --full-check --cipher aes-256-gcm|chacha20-poly1305]`
+//! --batch N --full-check --cipher aes-256-gcm|chacha20-poly1305 --repeat N]`
 //!
 //! For each cipher (AES-256-GCM, ChaCha20-Poly1305) and inner packet size:
 //! - raw: `HostKey::seal_in_place` + `open_in_place` of one packet-sized
@@ -11,6 +11,10 @@
 //!   same, but per round of `--batch` packets an out-of-place `seal` (as TX
 //!   calls it) from that many inner packets into send-slot-sized buffers,
 //!   then `open_in_place` of each there (as RX does);
+//! - floor (a third): raw, same buffers plus the wire's copy of each sealed
+//!   datagram into a receive buffer where it is opened: what any data path
+//!   over this backend and this wire must do; path minus floor is the
+//!   driver's own cost per packet;
 //! - direct: the data path's own code alone: two data-path instances driven
 //!   on this thread by a minimal OS that checks nothing (rings with the real
 //!   layout, a transport of preallocated send slots, one memcpy per datagram
@@ -80,6 +84,8 @@ mod bench {
         batch: usize,
         check: Check,
         ciphers: Vec<Cipher>,
+        /// Repetitions of every cell, reported as medians.
+        repeat: usize,
     }
 
     fn options() -> Options {
@@ -93,6 +99,7 @@ mod bench {
             batch: 64,
             check: Check::Sampled,
             ciphers: vec![Cipher::AesGcm, Cipher::ChaCha20Poly1305],
+            repeat: 1,
         };
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
@@ -112,6 +119,9 @@ mod bench {
                     o.batch = args.next().and_then(|v| v.parse().ok()).filter(|&b| b > 0).expect("--batch N (N > 0)")
                 }
                 "--full-check" => o.check = Check::Full,
+                "--repeat" => {
+                    o.repeat = args.next().and_then(|v| v.parse().ok()).filter(|&n| n > 0).expect("--repeat N (N > 0)")
+                }
                 "--cipher" => {
                     o.ciphers = match args.next().as_deref() {
                         Some("aes-256-gcm") => vec![Cipher::AesGcm],
@@ -141,8 +151,15 @@ mod bench {
         fn pps_cpu(&self) -> f64 {
             self.packets as f64 / self.cpu.as_secs_f64().max(1e-9)
         }
-        fn gbps(&self, size: usize) -> f64 {
-            self.pps() * size as f64 * 8.0 / 1e9
+    }
+
+    /// The median of `values` (the mean of the middle two if even).
+    fn median(mut values: Vec<f64>) -> f64 {
+        values.sort_by(f64::total_cmp);
+        match values.len() {
+            0 => f64::NAN,
+            n if n % 2 == 1 => values[n / 2],
+            n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
         }
     }
 
@@ -197,9 +214,21 @@ mod bench {
     /// out of place (`seal`, as TX does) from `batch` separate inner packets
     /// into `batch` send-slot-sized buffers, after the 24 bytes of header,
     /// packet id and tag, then opens each of them in place (`open_in_place`,
-    /// as RX does). Not included: the wire's copy into a receive buffer,
-    /// which the direct cell's harness does (a NIC's DMA).
-    fn raw_same_buffers(cipher: Cipher, size: usize, batch: usize, warmup: Duration, run: Duration) -> Rate {
+    /// as RX does).
+    ///
+    /// With `wire`, the third baseline, "floor": between the two, each sealed
+    /// datagram is copied into its own receive buffer (as the direct cell's
+    /// wire does) and opened there. That is all the work the direct cell
+    /// must do whatever the driver does, so path minus floor is what the
+    /// driver's own code costs per packet.
+    fn raw_same_buffers(
+        cipher: Cipher,
+        size: usize,
+        batch: usize,
+        wire: bool,
+        warmup: Duration,
+        run: Duration,
+    ) -> Rate {
         const HEAD: usize = 24;
         let key = HostCrypto.new_key(cipher, &[0x5a; 32]).expect("key");
         let tail = [0xa5u8; 8];
@@ -211,6 +240,7 @@ mod bench {
             })
             .collect();
         let mut slots = vec![[0u8; SEND_SLOT_SIZE]; batch];
+        let mut received = vec![[0u8; SEND_SLOT_SIZE]; if wire { batch } else { 0 }];
         let mut tags = vec![[0u8; 16]; batch];
         assert!(HEAD + size <= SEND_SLOT_SIZE, "a packet fits a send slot");
         let mut id: u32 = 0;
@@ -221,16 +251,25 @@ mod bench {
                 let (nonce, ad) = frame(id, &tail);
                 key.seal(&nonce, &ad, packet, &mut slot[HEAD..HEAD + size], tag).expect("seal");
             }
+            let opened = if wire {
+                for (slot, buffer) in slots.iter().zip(received.iter_mut()) {
+                    buffer[..HEAD + size].copy_from_slice(black_box(&slot[..HEAD + size]));
+                }
+                &mut received
+            } else {
+                &mut slots
+            };
             let mut at = first;
-            for (slot, tag) in slots.iter_mut().zip(tags.iter()) {
+            for (buffer, tag) in opened.iter_mut().zip(tags.iter()) {
                 at = at.wrapping_add(1);
                 let (nonce, ad) = frame(at, &tail);
-                key.open_in_place(&nonce, &ad, black_box(&mut slot[HEAD..HEAD + size]), tag).expect("open");
+                key.open_in_place(&nonce, &ad, black_box(&mut buffer[HEAD..HEAD + size]), tag).expect("open");
             }
         });
         // Every byte of the last round came back as it was sent.
-        for (packet, slot) in inner.iter().zip(slots.iter()) {
-            assert_eq!(&slot[HEAD..HEAD + size], &packet[..], "raw, same buffers: a packet did not round-trip");
+        let opened = if wire { &received } else { &slots };
+        for (packet, buffer) in inner.iter().zip(opened.iter()) {
+            assert_eq!(&buffer[HEAD..HEAD + size], &packet[..], "raw, same buffers: a packet did not round-trip");
         }
         rate
     }
@@ -342,71 +381,108 @@ mod bench {
             println!("#   Threads per node: NetAdapterCx RX poll + TX poll; WSK delivery + send (loopback) or");
             println!("#   recvmmsg + sendmmsg (udp); 8 threads time-share the one CPU; the main thread sleeps.");
         }
+        if o.repeat > 1 {
+            println!(
+                "# {} repetitions, each measuring every baseline and path in turn; every column is the median,",
+                o.repeat
+            );
+            println!("#   ratios paired within a repetition; lost/sent summed.");
+        }
         println!("# pps/Gbit/s over wall time; 'cpu' columns over CPU time (getrusage, user+sys);");
         println!("# ratio = path pps / raw pps (wall), ratio cpu = the same per CPU-second (the headline);");
         println!("# same-buf µs/pkt, ratio cpu same-buf: the same against the 'raw, same buffers' baseline.");
+        println!("# floor: 'raw, same buffers' plus the wire's copy of each datagram into a receive buffer, opened");
+        println!("#   there: the work any data path over this backend and wire does. driver = path - floor.");
         println!("# µs/pkt = CPU time per packet (raw: one seal + one open; path: one packet A -> B).");
         println!();
         println!(
-            "| cipher | size | raw pps | raw Gbit/s | raw µs/pkt | path | pps | Gbit/s | µs/pkt | cpu/wall | ratio | ratio cpu | same-buf µs/pkt | ratio cpu same-buf | copies/B | lost |"
+            "| cipher | size | raw pps | raw Gbit/s | raw µs/pkt | path | pps | Gbit/s | µs/pkt | cpu/wall | ratio | ratio cpu | same-buf µs/pkt | ratio cpu same-buf | floor µs/pkt | driver µs/pkt | copies/B | lost |"
         );
-        println!("|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        println!("|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         let mut problems = Vec::new();
         let mut notes = Vec::new();
         for &cipher in &o.ciphers {
             for &size in &o.sizes {
-                let raw = if o.raw { raw_aead(cipher, size, warmup, run) } else { Rate::default() };
-                let same = if o.raw { raw_same_buffers(cipher, size, o.batch, warmup, run) } else { Rate::default() };
-                let mut rows = Vec::new();
-                let (row, found) = direct_cell(&o, cipher, size, warmup, run);
-                problems.extend(found.into_iter().map(|p| format!("{} {size} direct: {p}", name(cipher))));
-                rows.push(row);
-                let mut paths = Vec::new();
-                if !o.direct_only {
-                    paths.push(("loopback", p2p::loopback()));
-                    if o.udp {
-                        paths.push(("udp", Network::Real));
+                // Each repetition measures every baseline and path once, in
+                // turn, so a slow spell of the machine hits all of them.
+                let mut reps = Vec::new();
+                for _ in 0..o.repeat {
+                    let raw = if o.raw { raw_aead(cipher, size, warmup, run) } else { Rate::default() };
+                    let same = if o.raw {
+                        raw_same_buffers(cipher, size, o.batch, false, warmup, run)
+                    } else {
+                        Rate::default()
+                    };
+                    let floor = if o.raw {
+                        raw_same_buffers(cipher, size, o.batch, true, warmup, run)
+                    } else {
+                        Rate::default()
+                    };
+                    let mut rows = Vec::new();
+                    let (row, found) = direct_cell(&o, cipher, size, warmup, run);
+                    problems.extend(found.into_iter().map(|p| format!("{} {size} direct: {p}", name(cipher))));
+                    rows.push(row);
+                    let mut paths = Vec::new();
+                    if !o.direct_only {
+                        paths.push(("loopback", p2p::loopback()));
+                        if o.udp {
+                            paths.push(("udp", Network::Real));
+                        }
                     }
-                }
-                for (path, network) in paths {
-                    let r = full_path(network, cipher, size, warmup, run);
-                    if r.lost > 0 {
-                        notes.push(format!(
-                            "{} {size} {path}: lost {} of {}; drops {}",
-                            name(cipher),
-                            r.lost,
-                            r.sent,
-                            r.drops
-                        ));
+                    for (path, network) in paths {
+                        let r = full_path(network, cipher, size, warmup, run);
+                        if r.lost > 0 {
+                            notes.push(format!(
+                                "{} {size} {path}: lost {} of {}; drops {}",
+                                name(cipher),
+                                r.lost,
+                                r.sent,
+                                r.drops
+                            ));
+                        }
+                        problems.extend(r.problems.into_iter().map(|p| format!("{} {size} {path}: {p}", name(cipher))));
+                        rows.push(Row {
+                            path,
+                            rate: r.rate,
+                            copies_per_byte: r.copies_per_byte,
+                            lost: r.lost,
+                            sent: r.sent,
+                        });
                     }
-                    problems.extend(r.problems.into_iter().map(|p| format!("{} {size} {path}: {p}", name(cipher))));
-                    rows.push(Row {
-                        path,
-                        rate: r.rate,
-                        copies_per_byte: r.copies_per_byte,
-                        lost: r.lost,
-                        sent: r.sent,
-                    });
+                    reps.push((raw, same, floor, rows));
                 }
-                for r in rows {
+                let paths = reps.first().map_or(0, |r| r.3.len());
+                for j in 0..paths {
+                    // Every column is the median over the repetitions; the
+                    // ratios pair each path with the baselines of its own
+                    // repetition.
+                    let m = |f: &dyn Fn(&Rate, &Rate, &Rate, &Row) -> f64| {
+                        median(reps.iter().map(|(raw, same, floor, rows)| f(raw, same, floor, &rows[j])).collect())
+                    };
+                    let us = |r: &Rate| 1e6 / r.pps_cpu();
+                    let path = reps[0].3[j].path;
+                    let raw_pps = m(&|raw, _, _, _| raw.pps());
+                    let pps = m(&|_, _, _, r| r.rate.pps());
                     println!(
-                        "| {} | {size} | {:.0} | {:.2} | {:.3} | {} | {:.0} | {:.2} | {:.3} | {:.2} | {:.1}% | {:.1}% | {:.3} | {:.1}% | {:.3} | {}/{} |",
+                        "| {} | {size} | {:.0} | {:.2} | {:.3} | {} | {:.0} | {:.2} | {:.3} | {:.2} | {:.1}% | {:.1}% | {:.3} | {:.1}% | {:.3} | {:.3} | {:.3} | {}/{} |",
                         name(cipher),
-                        raw.pps(),
-                        raw.gbps(size),
-                        1e6 / raw.pps_cpu(),
-                        r.path,
-                        r.rate.pps(),
-                        r.rate.gbps(size),
-                        1e6 / r.rate.pps_cpu(),
-                        r.rate.cpu.as_secs_f64() / r.rate.wall.as_secs_f64(),
-                        100.0 * r.rate.pps() / raw.pps(),
-                        100.0 * r.rate.pps_cpu() / raw.pps_cpu(),
-                        1e6 / same.pps_cpu(),
-                        100.0 * r.rate.pps_cpu() / same.pps_cpu(),
-                        r.copies_per_byte,
-                        r.lost,
-                        r.sent,
+                        raw_pps,
+                        raw_pps * size as f64 * 8.0 / 1e9,
+                        m(&|raw, _, _, _| us(raw)),
+                        path,
+                        pps,
+                        pps * size as f64 * 8.0 / 1e9,
+                        m(&|_, _, _, r| us(&r.rate)),
+                        m(&|_, _, _, r| r.rate.cpu.as_secs_f64() / r.rate.wall.as_secs_f64()),
+                        m(&|raw, _, _, r| 100.0 * r.rate.pps() / raw.pps()),
+                        m(&|raw, _, _, r| 100.0 * r.rate.pps_cpu() / raw.pps_cpu()),
+                        m(&|_, same, _, _| us(same)),
+                        m(&|_, same, _, r| 100.0 * r.rate.pps_cpu() / same.pps_cpu()),
+                        m(&|_, _, floor, _| us(floor)),
+                        m(&|_, _, floor, r| us(&r.rate) - us(floor)),
+                        m(&|_, _, _, r| r.copies_per_byte),
+                        reps.iter().map(|r| r.3[j].lost).sum::<u64>(),
+                        reps.iter().map(|r| r.3[j].sent).sum::<u64>(),
                     );
                 }
             }
