@@ -149,6 +149,39 @@ fn a_spoofed_inner_source_is_dropped_and_counted() {
     finish(net);
 }
 
+/// Inner sources that change from packet to packet within one burst of one
+/// client (the RX path remembers the last source it admitted for a peer):
+/// exactly the spoofed packets are dropped, wherever they fall.
+#[test]
+fn spoofed_packets_between_admitted_ones_are_each_dropped() {
+    let net = network();
+    let s = &net.server;
+    let c = &net.clients[1];
+    let done = c.nx.completed().len();
+    let mut admitted = Vec::new();
+    for id in 0..120u32 {
+        // Its own address, client 3's (spoofed) every third packet, and
+        // client 1's twice in a row now and then.
+        let src = match id % 9 {
+            2 | 5 => client_vpn(3),
+            7 | 8 => client_vpn(1),
+            _ => client_vpn(2),
+        };
+        if src == client_vpn(2) {
+            admitted.push(id);
+        }
+        c.nx.send(TxPacket::new(packet(src, SERVER_VPN, id, len_of(id))));
+    }
+    assert!(c.nx.wait_completed(done + 120, WAIT));
+    assert!(s.nx.wait_delivered(admitted.len(), WAIT), "{} delivered", s.nx.delivered().len());
+    wait_until("every spoofed packet counted", || {
+        s.drops(DropReason::RxSourceNotAllowed) == 120 - admitted.len() as u64
+    });
+    let delivered: Vec<u32> = s.nx.delivered().iter().map(|d| id_of(&d.bytes)).collect();
+    assert_eq!(delivered, admitted);
+    finish(net);
+}
+
 #[test]
 fn mp_del_peer_stops_that_client_and_notifies_userspace() {
     let net = network();

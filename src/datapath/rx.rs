@@ -319,17 +319,23 @@ const RX_BATCH_CHUNK: usize = 32;
 
 /// The peer of a run of received packets naming the same peer id: looked
 /// up once per run instead of once per packet, with the remote address its
-/// endpoint had (the float check) and the run's byte counters.
+/// endpoint had (the float check), the inner source last found to route
+/// back to it (the MP source check), and the run's byte counters.
 ///
 /// A peer the control plane removes during a run is used for the rest of
 /// that one indication list (at most [`RX_INDICATION_BATCH_MAX`]
 /// datagrams), as if each packet's lookup had happened just before the
 /// removal: the `Arc` keeps it alive, and nothing it is used for outlives
-/// the callback except slots, which hold no peer.
+/// the callback except slots, which hold no peer. Likewise an iroute or
+/// VPN address removed during the run still admits that source for the
+/// rest of the list; a source not admitted is asked about every time.
 struct RunPeer<K> {
     id: crate::proto::PeerId,
     peer: Arc<Peer<K>>,
     remote: core::net::SocketAddr,
+    /// An inner source address the control plane admitted for this peer
+    /// during the run (in the adapter each question takes the device lock).
+    allowed_source: Option<core::net::IpAddr>,
     /// The peer's LinkBytesReceived and VpnBytesReceived of this run.
     link_bytes: usize,
     vpn_bytes: usize,
@@ -366,7 +372,7 @@ impl<O: Os> RxBatch<O> {
         let Some(peer) = shared.peers.rx_peer(id) else { return false };
         self.end_run(shared);
         let remote = peer.endpoint().remote;
-        self.run = Some(RunPeer { id, peer, remote, link_bytes: 0, vpn_bytes: 0 });
+        self.run = Some(RunPeer { id, peer, remote, allowed_source: None, link_bytes: 0, vpn_bytes: 0 });
         true
     }
 
@@ -789,8 +795,11 @@ fn open<O: Os, P: Peers<KeyOf<O>>>(
         let _ = clamp_mss(plaintext, limit);
     }
     let addrs = ip::addresses(plaintext).ok_or(DropReason::RxNotIp)?;
-    if !shared.peers.source_allowed(peer, addrs.src) {
-        return Err(DropReason::RxSourceNotAllowed);
+    if run.allowed_source != Some(addrs.src) {
+        if !shared.peers.source_allowed(peer, addrs.src) {
+            return Err(DropReason::RxSourceNotAllowed);
+        }
+        run.allowed_source = Some(addrs.src);
     }
     Ok(Some(decrypted.plaintext))
 }
