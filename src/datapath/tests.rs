@@ -1120,6 +1120,36 @@ fn unroutable_oversize_and_refused_packets_are_dropped_and_counted() {
     assert_eq!((q.packet_begin(), q.fragment_begin()), (3, 3), "all three returned at once");
 }
 
+/// An Advance takes send slots several at a time; the ones it did not use
+/// (a packet that failed to seal, a ring with fewer packets) are free again
+/// once it returns, so control packets and keepalives still find them.
+#[test]
+fn an_advance_leaves_the_send_slots_it_did_not_use_free() {
+    let h = Harness::new(8);
+    let mut q = OsQueue::new();
+    let txq = tx_queue(&h, &mut q);
+    let (big, ok) = (ipv4(2040, 1), ipv4(64, 2));
+    let f = q.post(0, 0, &[&big]);
+    let f = q.post(1, f, &[&ok]);
+    q.packets.set_end(2);
+    q.fragments.set_end(f);
+    txq.advance();
+    assert_eq!(h.dp.drops().get(DropReason::TxOversize), 1);
+    let state = h.os.state();
+    assert_eq!(state.sent.lock().unwrap().len(), 1, "the packet that fits is sent");
+    // One slot carries it; the other seven each take a control packet.
+    for i in 0..7 {
+        assert_eq!(h.dp.send_control(remote(), &[0x38, i]), Ok(()), "control packet {i}");
+    }
+    assert_eq!(h.dp.send_control(remote(), &[0x38, 7]), Err(TxError::NoSendSlot));
+    let sent = state.sent.lock().unwrap().clone();
+    for (slot, wire, _) in &sent {
+        h.os.events().send_complete(SendSlot(*slot), NtStatus::SUCCESS, wire.len());
+    }
+    txq.advance();
+    assert_eq!((q.packet_begin(), q.fragment_begin()), (2, 2));
+}
+
 #[test]
 fn cancel_returns_unposted_packets_and_waits_for_sends_in_flight() {
     let h = Harness::new(1);
