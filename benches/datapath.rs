@@ -14,7 +14,9 @@
 //! - floor (a third): raw, same buffers plus the wire's copy of each sealed
 //!   datagram into a receive buffer where it is opened: what any data path
 //!   over this backend and this wire must do; path minus floor is the
-//!   driver's own cost per packet;
+//!   driver's own cost per packet (at most: the direct cell's minimal OS,
+//!   its ring and indication bookkeeping and the upper layer's sampled
+//!   check, counts there too);
 //! - direct: the data path's own code alone: two data-path instances driven
 //!   on this thread by a minimal OS that checks nothing (rings with the real
 //!   layout, a transport of preallocated send slots, one memcpy per datagram
@@ -236,7 +238,8 @@ mod bench {
     /// datagram is copied into its own receive buffer (as the direct cell's
     /// wire does) and opened there. That is all the work the direct cell
     /// must do whatever the driver does, so path minus floor is what the
-    /// driver's own code costs per packet.
+    /// driver's own code costs per packet, with the direct cell's minimal
+    /// OS (rings, indications, the sampled check) on top.
     fn raw_same_buffers(
         cipher: Cipher,
         size: usize,
@@ -409,7 +412,8 @@ mod bench {
         println!("# ratio = path pps / raw pps (wall), ratio cpu = the same per CPU-second (the headline);");
         println!("# same-buf µs/pkt, ratio cpu same-buf: the same against the 'raw, same buffers' baseline.");
         println!("# floor: 'raw, same buffers' plus the wire's copy of each datagram into a receive buffer, opened");
-        println!("#   there: the work any data path over this backend and wire does. driver = path - floor.");
+        println!("#   there: the work any data path over this backend and wire does. driver = path - floor");
+        println!("#   (an upper bound: the direct cell's minimal OS and its check count there too).");
         println!("# µs/pkt = CPU time per packet (raw: one seal + one open; path: one packet A -> B).");
         println!();
         println!(
