@@ -735,10 +735,10 @@ impl<K> TxRoute<K> {
 }
 
 /// Send slots an Advance takes from the socket's free list at a time: one
-/// lock per this many packets instead of one per packet. The unused ones go
-/// back when the Advance ends, so a control write or keepalive on another
-/// CPU can find the list short by at most this many, and only while an
-/// Advance runs.
+/// lock per this many packets instead of one per packet, and never more than
+/// the packets it still has to post. The unused ones go back when the
+/// Advance ends, so a control write or keepalive on another CPU can find the
+/// list short by at most this many, and only while an Advance runs.
 const TX_SLOT_BATCH: usize = 16;
 
 /// The send slots one Advance holds and has not used yet.
@@ -746,18 +746,21 @@ struct SlotStash {
     slots: [u16; TX_SLOT_BATCH],
     next: usize,
     len: usize,
+    /// Packets of the Advance not posted yet, the one being posted included.
+    unposted: usize,
 }
 
 impl SlotStash {
-    const fn new() -> Self {
-        Self { slots: [0; TX_SLOT_BATCH], next: 0, len: 0 }
+    const fn new(unposted: usize) -> Self {
+        Self { slots: [0; TX_SLOT_BATCH], next: 0, len: 0, unposted }
     }
 
-    /// A free slot (refilling from `send` when empty), or None if every
-    /// slot is in flight.
+    /// A free slot (refilling from `send` when empty, for at most the
+    /// packets still to post), or None if every slot is in flight.
     fn take(&mut self, send: &SendSlots) -> Option<u16> {
         if self.next >= self.len {
-            self.len = send.take_into(&mut self.slots);
+            let want = self.unposted.clamp(1, TX_SLOT_BATCH);
+            self.len = self.slots.get_mut(..want).map_or(0, |out| send.take_into(out));
             self.next = 0;
         }
         let slot = *self.slots.get(self.next..self.len)?.first()?;
@@ -926,9 +929,10 @@ impl<O: Os, P: Peers<KeyOf<O>>> PacketQueue for TxQueue<O, P> {
             transport: transport.as_ref(),
             tally: TxTally::default(),
             route: TxRoute { last: None },
-            slots: SlotStash::new(),
+            slots: SlotStash::new(0),
         };
         if let Ok(post) = r.rings.packets.post_section() {
+            run.slots.unposted = post.len() as usize;
             for index in post {
                 match self.post(&mut r, index, &mut run) {
                     Posted::Sent | Posted::Ignored => {}
@@ -940,6 +944,7 @@ impl<O: Os, P: Peers<KeyOf<O>>> PacketQueue for TxQueue<O, P> {
                     Posted::Stalled => break,
                 }
                 let _ = r.rings.packets.set_next(increment_index(mask, index));
+                run.slots.unposted = run.slots.unposted.saturating_sub(1);
             }
         }
         if let Some(link) = run.link {
@@ -986,6 +991,25 @@ mod tests {
     fn errors_map_to_write_statuses() {
         assert_eq!(TxError::NoSendSlot.status(), NtStatus::INSUFFICIENT_RESOURCES);
         assert_eq!(TxError::BadLength.status(), NtStatus::INVALID_BUFFER_SIZE);
+    }
+
+    #[test]
+    fn an_advance_holds_no_more_free_slots_than_packets_it_has_left() {
+        let send = SendSlots::new(64);
+        send.fill(64);
+        // Two packets to post: two slots leave the free list, not sixteen.
+        let mut stash = SlotStash::new(2);
+        assert!(stash.take(&send).is_some());
+        assert_eq!(send.free.available(), 62);
+        stash.unposted = 1;
+        assert!(stash.take(&send).is_some());
+        assert_eq!(send.free.available(), 62);
+        // A long Advance refills a batch at a time, and gives back the rest.
+        let mut stash = SlotStash::new(40);
+        assert!(stash.take(&send).is_some());
+        assert_eq!(send.free.available(), 62 - TX_SLOT_BATCH);
+        stash.give_back(&send);
+        assert_eq!(send.free.available(), 61);
     }
 
     #[test]
