@@ -120,6 +120,9 @@ pub struct Wire {
     slots: Box<[UnsafeCell<[u8; SEND_SLOT_SIZE]>]>,
     /// `slot << 16 | len` of each send since the harness last took them.
     sent: Box<[AtomicU32]>,
+    /// Per entry of `sent`: `SINGLE` (a `send`), the datagram count (the
+    /// first of a `send_batch`), or `MEMBER` (a later one of that batch).
+    request: Box<[AtomicU32]>,
     sent_len: AtomicUsize,
     releases: AtomicU64,
     last_released: AtomicPtr<WskDatagramIndication>,
@@ -138,12 +141,24 @@ impl Wire {
         Self {
             slots: (0..SEND_SLOTS).map(|_| UnsafeCell::new([0; SEND_SLOT_SIZE])).collect(),
             sent: (0..SEND_SLOTS).map(|_| AtomicU32::new(0)).collect(),
+            request: (0..SEND_SLOTS).map(|_| AtomicU32::new(SINGLE)).collect(),
             sent_len: AtomicUsize::new(0),
             releases: AtomicU64::new(0),
             last_released: AtomicPtr::new(std::ptr::null_mut()),
             closed: AtomicBool::new(false),
             events: Mutex::new(Some(events)),
         }
+    }
+
+    /// Records a datagram of `slot` (its first `len` bytes) as request kind
+    /// `request`; false if it cannot be taken.
+    fn record(&self, at: usize, slot: SendSlot, len: usize, request: u32) -> bool {
+        if at >= self.sent.len() || len > SEND_SLOT_SIZE || usize::from(slot.0) >= self.slots.len() {
+            return false;
+        }
+        self.sent[at].store(u32::from(slot.0) << 16 | len as u32, Ordering::Release);
+        self.request[at].store(request, Ordering::Release);
+        true
     }
 
     /// The `i`-th send since the last [`Wire::clear_sent`]: (slot, length).
@@ -156,6 +171,10 @@ impl Wire {
         self.sent_len.store(0, Ordering::Release);
     }
 }
+
+/// `Wire::request` of a single send, and of a later datagram of a batch.
+const SINGLE: u32 = 0;
+const MEMBER: u32 = u32::MAX;
 
 pub struct LeanTransport(Arc<Wire>);
 
@@ -170,11 +189,22 @@ impl Transport for LeanTransport {
 
     fn send(&self, slot: SendSlot, len: usize, _remote: SocketAddr) -> Result<(), NtStatus> {
         let at = self.0.sent_len.load(Ordering::Acquire);
-        if at >= self.0.sent.len() || len > SEND_SLOT_SIZE || usize::from(slot.0) >= self.0.slots.len() {
+        if !self.0.record(at, slot, len, SINGLE) {
             return Err(NtStatus::INSUFFICIENT_RESOURCES);
         }
-        self.0.sent[at].store(u32::from(slot.0) << 16 | len as u32, Ordering::Release);
         self.0.sent_len.store(at + 1, Ordering::Release);
+        Ok(())
+    }
+
+    fn send_batch(&self, batch: &[(SendSlot, usize)], _remote: SocketAddr) -> Result<(), NtStatus> {
+        let at = self.0.sent_len.load(Ordering::Acquire);
+        for (k, &(slot, len)) in batch.iter().enumerate() {
+            let request = if k == 0 { batch.len() as u32 } else { MEMBER };
+            if !self.0.record(at + k, slot, len, request) {
+                return Err(NtStatus::INSUFFICIENT_RESOURCES);
+            }
+        }
+        self.0.sent_len.store(at + batch.len(), Ordering::Release);
         Ok(())
     }
 
@@ -618,9 +648,21 @@ impl Pair {
         }
         wire.clear_sent();
         let events = self.a.events.as_ref().expect("A's events");
-        for i in 0..n {
+        let mut i = 0;
+        while i < n {
             let (slot, len) = wire.sent(i);
-            events.send_complete(SendSlot(slot), NtStatus::SUCCESS, len);
+            match wire.request[i].load(Ordering::Acquire) {
+                SINGLE => {
+                    events.send_complete(SendSlot(slot), NtStatus::SUCCESS, len);
+                    i += 1;
+                }
+                count => {
+                    let count = (count as usize).clamp(1, n - i);
+                    let bytes = (i..i + count).map(|k| wire.sent(k).1).sum();
+                    events.send_batch_complete(SendSlot(slot), NtStatus::SUCCESS, bytes);
+                    i += count;
+                }
+            }
         }
         n
     }

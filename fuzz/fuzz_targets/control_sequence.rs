@@ -415,6 +415,11 @@ impl SocketEvents for RemoteEvents {
     fn send_complete(&self, slot: SendSlot, _status: NtStatus, _bytes_sent: usize) {
         self.free.lock().unwrap().push(slot.0);
     }
+    /// The remote only sends one slot at a time (`send`), so a batch
+    /// completion never names more than that slot.
+    fn send_batch_complete(&self, first: SendSlot, _status: NtStatus, _bytes_sent: usize) {
+        self.free.lock().unwrap().push(first.0);
+    }
     fn connected(&self, _status: NtStatus) {}
     fn disconnected(&self, _status: NtStatus) {}
 }

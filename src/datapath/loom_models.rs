@@ -186,6 +186,62 @@ fn loom_send_completions_vs_tx_advance_drain_in_order_and_wake_the_poll() {
     });
 }
 
+/// (b') The same with a transport that batches (WskSendMessages): one
+/// completion for both packets, on the transport's CPU, against the poll's
+/// drain and arming. No packet comes back before the batch's completion
+/// began; both come back, in order; both slots are freed once; no lost
+/// wake-up.
+#[test]
+fn loom_a_batch_completion_vs_tx_advance_drains_both_and_wakes_the_poll() {
+    model(|| {
+        let h = Harness::new(2);
+        let mut q = OsQueue::new();
+        let packets = [ipv4(40, 1), ipv4(40, 2)];
+        let txq = tx_queue(&h, &mut q);
+        let state = h.os.state();
+        state.batching.store(true, Ordering::SeqCst);
+        let f = q.post(0, 0, &[&packets[0]]);
+        q.post(1, f, &[&packets[1]]);
+        q.packets.set_end(2);
+        q.fragments.set_end(2);
+        txq.advance();
+        let batches = state.batches.lock().unwrap().clone();
+        assert_eq!(batches.iter().map(|b| b.len()).collect::<std::vec::Vec<_>>(), [2], "one batch of both");
+        let bytes: usize = state.sent.lock().unwrap().iter().map(|(_, w, _)| w.len()).sum();
+        let events = h.os.events();
+        let completing = Arc::new(core::sync::atomic::AtomicBool::new(false));
+        let started = completing.clone();
+        let first = batches[0][0];
+        let transport = on_another_cpu(move || {
+            started.store(true, Ordering::SeqCst);
+            events.send_batch_complete(SendSlot(first), NtStatus::SUCCESS, bytes);
+        });
+        txq.advance();
+        let drained = q.packet_begin();
+        // The completion marks the batch's packets one by one: the drain may
+        // catch it between them, never before it began.
+        assert!(drained == 0 || completing.load(Ordering::SeqCst), "drained before the batch completed");
+        if drained != 2 {
+            txq.set_notification_enabled(true);
+        }
+        transport.join().unwrap();
+        assert!(drained == 2 || h.os.tx_notified.load(Ordering::SeqCst) > 0, "an armed poll was not woken");
+        txq.advance();
+        assert_eq!((q.packet_begin(), q.fragment_begin()), (2, 2), "every packet back, in order");
+        assert_eq!((txq.in_flight(), h.dp.drops().total()), (0, 0));
+        assert_eq!(h.dp.stats().snapshot().sent_data_packets, 2);
+        h.dp.send_control(tests::remote(), &[0x38, 1]).unwrap();
+        h.dp.send_control(tests::remote(), &[0x38, 2]).unwrap();
+        assert_eq!(h.dp.send_control(tests::remote(), &[0x38, 3]), Err(TxError::NoSendSlot));
+        let events = h.os.events();
+        for (slot, wire, _) in state.sent.lock().unwrap().clone().iter().skip(2) {
+            events.send_complete(SendSlot(*slot), NtStatus::SUCCESS, wire.len());
+        }
+        drop(txq);
+        drop(h);
+    });
+}
+
 /// (c, RX) The one-shot RX notification: a datagram arrives on another CPU
 /// while the poll finds nothing and arms. Either the poll got it or the
 /// queue is notified.

@@ -179,6 +179,10 @@ impl<O: Os, P: Peers<KeyOf<O>>> Shared<O, P> {
     pub fn drop_packet(&self, reason: DropReason) {
         self.drops.count(reason);
     }
+
+    pub fn drop_packets(&self, reason: DropReason, n: u64) {
+        self.drops.count_n(reason, n);
+    }
 }
 
 /// The adapter's data path.

@@ -206,6 +206,10 @@ impl<O: Os, P: Peers<KeyOf<O>>> SocketEvents for Link<O, P> {
         tx::send_complete(self, slot, status, bytes_sent);
     }
 
+    fn send_batch_complete(&self, first: SendSlot, status: NtStatus, bytes_sent: usize) {
+        tx::send_batch_complete(self, first, status, bytes_sent);
+    }
+
     fn connected(&self, status: NtStatus) {
         self.shared.peers.connected(self.id, status);
     }

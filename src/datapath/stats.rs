@@ -175,8 +175,12 @@ impl Default for Drops {
 
 impl Drops {
     pub(crate) fn count(&self, reason: DropReason) {
+        self.count_n(reason, 1);
+    }
+
+    pub(crate) fn count_n(&self, reason: DropReason, n: u64) {
         if let Some(c) = self.counters.get(reason as usize) {
-            c.fetch_add(1, Ordering::Relaxed);
+            c.fetch_add(n, Ordering::Relaxed);
         }
     }
 

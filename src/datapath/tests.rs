@@ -144,6 +144,11 @@ pub(super) struct TransportState {
     pub released: Mutex<Vec<usize>>,
     pub refuse: AtomicBool,
     pub closed: AtomicBool,
+    /// Accept `send_batch` (WskSendMessages); else it answers NOT_SUPPORTED
+    /// and the data path sends slot by slot.
+    pub batching: AtomicBool,
+    /// Each accepted batch: its slots, in order.
+    pub batches: Mutex<Vec<Vec<u16>>>,
     /// Dropped at close, as a real socket stops its events.
     events: Mutex<Option<Arc<dyn SocketEvents>>>,
 }
@@ -170,6 +175,23 @@ impl Transport for FakeTransport {
         // SAFETY: the caller handed the slot over; the fake reads it now.
         let bytes = unsafe { &*self.0.slots[usize::from(slot.0)].get() }[..len].to_vec();
         self.0.sent.lock().unwrap().push((slot.0, bytes, remote));
+        Ok(())
+    }
+
+    fn send_batch(&self, batch: &[(SendSlot, usize)], remote: SocketAddr) -> Result<(), NtStatus> {
+        if !self.0.batching.load(Ordering::SeqCst) {
+            return Err(NtStatus::NOT_SUPPORTED);
+        }
+        if self.0.refuse.load(Ordering::SeqCst) {
+            return Err(NtStatus::INSUFFICIENT_RESOURCES);
+        }
+        let mut sent = self.0.sent.lock().unwrap();
+        for &(slot, len) in batch {
+            // SAFETY: the caller handed the slots over; the fake reads them now.
+            let bytes = unsafe { &*self.0.slots[usize::from(slot.0)].get() }[..len].to_vec();
+            sent.push((slot.0, bytes, remote));
+        }
+        self.0.batches.lock().unwrap().push(batch.iter().map(|&(s, _)| s.0).collect());
         Ok(())
     }
 
@@ -211,6 +233,8 @@ impl FakeOs {
             sent: Mutex::new(Vec::new()),
             released: Mutex::new(Vec::new()),
             refuse: AtomicBool::new(false),
+            batching: AtomicBool::new(false),
+            batches: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
             events: Mutex::new(Some(events)),
         });
@@ -1023,6 +1047,101 @@ fn a_posted_packet_is_encrypted_out_of_place_and_drained_on_completion() {
     assert_eq!((q.packet_begin(), q.fragment_begin()), (1, 1));
     let s = h.dp.stats().snapshot();
     assert_eq!((s.sent_data_packets, s.transport_bytes_sent, s.tun_bytes_sent), (1, wire.len() as i64, 1200));
+}
+
+/// With a transport that batches (WskSendMessages), an Advance's packets to
+/// one remote go out as one request, and its one completion finishes them
+/// all: Scratch, counters, slots, notification.
+#[test]
+fn an_advance_sends_its_packets_as_one_batch_and_one_completion_drains_them() {
+    let mut h = Harness::new(8);
+    let mut q = OsQueue::new();
+    let txq = tx_queue(&h, &mut q);
+    let state = h.os.state();
+    state.batching.store(true, Ordering::SeqCst);
+    let packets: Vec<Vec<u8>> = (0..5).map(|k| ipv4(100 + 200 * k, k as u8)).collect();
+    let mut f = 0;
+    for (k, p) in packets.iter().enumerate() {
+        f = q.post(k as u32, f, &[p]);
+    }
+    q.packets.set_end(5);
+    q.fragments.set_end(5);
+    txq.advance();
+    let batches = state.batches.lock().unwrap().clone();
+    assert_eq!(batches.len(), 1, "one request");
+    assert_eq!(batches[0].len(), 5);
+    let sent = state.sent.lock().unwrap().clone();
+    for ((_, wire, to), p) in sent.iter().zip(&packets) {
+        assert_eq!(*to, remote());
+        assert_eq!(&h.open(wire), p, "in ring order");
+    }
+    assert_eq!(txq.in_flight(), 5);
+    txq.set_notification_enabled(true);
+    let bytes: usize = sent.iter().map(|(_, w, _)| w.len()).sum();
+    h.os.events().send_batch_complete(SendSlot(batches[0][0]), NtStatus::SUCCESS, bytes);
+    assert_eq!(h.os.tx_notified.load(Ordering::SeqCst), 1, "one notification for the batch");
+    assert!((0..5).all(|k| q.packet(k).scratch()));
+    txq.advance();
+    assert_eq!((q.packet_begin(), q.fragment_begin()), (5, 5));
+    assert_eq!(txq.in_flight(), 0);
+    let s = h.dp.stats().snapshot();
+    assert_eq!((s.sent_data_packets, s.transport_bytes_sent), (5, bytes as i64));
+    // Every slot is free again: eight control packets fit.
+    control_fills_every_slot(&h, 8);
+}
+
+/// Sends `slots` control packets (each must find a slot), then completes
+/// them, so the socket is idle again.
+fn control_fills_every_slot(h: &Harness, slots: u8) {
+    let state = h.os.state();
+    let before = state.sent.lock().unwrap().len();
+    for i in 0..slots {
+        assert_eq!(h.dp.send_control(remote(), &[0x38, i]), Ok(()), "control packet {i}");
+    }
+    assert_eq!(h.dp.send_control(remote(), &[0x38, slots]), Err(TxError::NoSendSlot));
+    let sent = state.sent.lock().unwrap()[before..].to_vec();
+    for (slot, wire, _) in sent {
+        h.os.events().send_complete(SendSlot(slot), NtStatus::SUCCESS, wire.len());
+    }
+}
+
+/// A batch the transport refuses, or completes with an error, loses every
+/// packet of it, each counted; the ring still drains and the slots return.
+#[test]
+fn a_refused_or_failed_batch_counts_every_packet_lost() {
+    let h = Harness::new(8);
+    let mut q = OsQueue::new();
+    let txq = tx_queue(&h, &mut q);
+    let state = h.os.state();
+    state.batching.store(true, Ordering::SeqCst);
+    let (a, b, c) = (ipv4(64, 1), ipv4(64, 2), ipv4(64, 3));
+    let f = q.post(0, 0, &[&a]);
+    let f = q.post(1, f, &[&b]);
+    q.post(2, f, &[&c]);
+    q.packets.set_end(3);
+    q.fragments.set_end(3);
+    txq.advance();
+    let first = state.batches.lock().unwrap()[0][0];
+    h.os.events().send_batch_complete(SendSlot(first), NtStatus::UNSUCCESSFUL, 0);
+    // A second completion for the same batch is not the data path's: ignored.
+    h.os.events().send_batch_complete(SendSlot(first), NtStatus::SUCCESS, 1);
+    txq.advance();
+    assert_eq!((q.packet_begin(), q.fragment_begin()), (3, 3));
+    assert_eq!(h.dp.drops().get(DropReason::TxSendFailed), 3);
+    state.refuse.store(true, Ordering::SeqCst);
+    let (d, e) = (ipv4(64, 4), ipv4(64, 5));
+    let f = q.post(3, 3, &[&d]);
+    q.post(4, f, &[&e]);
+    q.packets.set_end(5);
+    q.fragments.set_end(5);
+    txq.advance();
+    assert_eq!((q.packet_begin(), q.fragment_begin()), (5, 5), "refused: returned at once");
+    assert_eq!(h.dp.drops().get(DropReason::TxSendRefused), 2);
+    let s = h.dp.stats().snapshot();
+    assert_eq!((s.sent_data_packets, s.lost_out_data_packets), (0, 5));
+    assert_eq!(txq.in_flight(), 0);
+    state.refuse.store(false, Ordering::SeqCst);
+    control_fills_every_slot(&h, 8);
 }
 
 #[test]

@@ -4,11 +4,14 @@
 //! 1. Advance posts packets from the packet ring's NextIndex: route by inner
 //!    destination, take a send slot (none: stop, the packets stay posted for
 //!    later: back-pressure), encrypt out of place from the fragment memory
-//!    (read only) into the slot, `Transport::send` with the packet's ring
-//!    index in the slot's record.
-//! 2. The completion sets the packet's Scratch bit (atomically: the driver
-//!    owns the element, the poll thread may be reading its neighbours),
-//!    frees the slot and notifies if armed.
+//!    (read only) into the slot, with the packet's ring index in the slot's
+//!    record. Consecutive packets to one remote go out together, up to
+//!    `SEND_BATCH_MAX` per `Transport::send_batch` (WskSendMessages: one
+//!    request and one completion for the run); a transport that cannot batch
+//!    gets them one by one (`Transport::send`, WskSendTo).
+//! 2. The completion sets each of its packets' Scratch bit (atomically: the
+//!    driver owns the element, the poll thread may be reading its
+//!    neighbours), frees the slots and notifies if armed, once per request.
 //! 3. Advance drains in ring order: packet BeginIndex over leading done
 //!    packets, fragment BeginIndex to the end of the last one's fragments.
 //!
@@ -25,7 +28,7 @@ use core::ptr::NonNull;
 
 use super::pools::{IndexDeque, IndexPool};
 use super::socket::{Link, LinkKind};
-use super::stats::{DropReason, add, bump};
+use super::stats::{DropReason, add, bump, bump_by};
 use super::{KeyOf, Peers, SEND_SLOTS_MAX, Shared, TX_MAX_FRAGMENTS, TX_PAYLOAD_BACKFILL, ip};
 use crate::control::peers::Peer;
 use crate::control::stats::DeviceStats;
@@ -34,7 +37,7 @@ use crate::netcx::packet::NetPacket;
 use crate::netcx::ring::{NetRing, NetRingCollection, QueueRings, advance_index, increment_index};
 use crate::ntstatus::NtStatus;
 use crate::os::sync::SpinLock;
-use crate::os::{Os, PacketQueue, QueueExtensions, SEND_SLOT_SIZE, SendSlot, Transport};
+use crate::os::{Os, PacketQueue, QueueExtensions, SEND_BATCH_MAX, SEND_SLOT_SIZE, SendSlot, Transport};
 use crate::proto::keepalive::KEEPALIVE_PING;
 use crate::proto::mss::{MssLimit, clamp_mss};
 use crate::proto::tcp_frame::{LENGTH_PREFIX_LEN, length_prefix};
@@ -176,9 +179,13 @@ impl TxNotify {
 #[derive(Clone)]
 pub(crate) enum SendUse {
     Free,
-    /// A packet of the TX ring at `packet`.
+    /// A packet of the TX ring at `packet`; the first slot of a batch.
     Data {
         queue: Arc<TxShared>,
+        packet: u32,
+    },
+    /// A later packet of a batch: its queue is the batch's first slot's.
+    Batched {
         packet: u32,
     },
     Control,
@@ -190,6 +197,8 @@ struct SendEntry {
     /// Bytes still to send from the start of the slot.
     len: usize,
     remote: SocketAddr,
+    /// The next slot of the same `send_batch`, if any.
+    next: Option<u16>,
 }
 
 /// A socket's send slots: what each carries, and which are free.
@@ -202,7 +211,7 @@ impl SendSlots {
     pub(crate) fn new(capacity: u16) -> Self {
         let unspecified = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
         let entries = (0..capacity)
-            .map(|_| SpinLock::new(SendEntry { usage: SendUse::Free, len: 0, remote: unspecified }))
+            .map(|_| SpinLock::new(SendEntry { usage: SendUse::Free, len: 0, remote: unspecified, next: None }))
             .collect::<Vec<_>>()
             .into_boxed_slice();
         Self { entries, free: IndexPool::empty(capacity) }
@@ -230,8 +239,13 @@ impl SendSlots {
     }
 
     fn set(&self, slot: u16, usage: SendUse, len: usize, remote: SocketAddr) {
+        self.set_in_batch(slot, usage, len, remote, None);
+    }
+
+    /// As [`SendSlots::set`], for a slot of a batch followed by `next`.
+    fn set_in_batch(&self, slot: u16, usage: SendUse, len: usize, remote: SocketAddr, next: Option<u16>) {
         if let Some(e) = self.entries.get(usize::from(slot)) {
-            *e.lock() = SendEntry { usage, len, remote };
+            *e.lock() = SendEntry { usage, len, remote, next };
         }
     }
 
@@ -249,12 +263,13 @@ impl SendSlots {
         }
     }
 
-    /// Ends the slot's use: what it carried (None if it was free).
-    fn finish(&self, slot: u16) -> Option<SendUse> {
+    /// Ends the slot's use: what it carried (None if it was free) and the
+    /// next slot of its batch.
+    fn finish(&self, slot: u16) -> Option<(SendUse, Option<u16>)> {
         let mut e = self.entries.get(usize::from(slot))?.lock();
         match core::mem::replace(&mut e.usage, SendUse::Free) {
             SendUse::Free => None,
-            usage => Some(usage),
+            usage => Some((usage, e.next.take())),
         }
     }
 }
@@ -406,20 +421,30 @@ pub(crate) fn send_complete<O: Os, P: Peers<KeyOf<O>>>(
 /// The end of a slot's send, successful or not: counters, the packet's
 /// Scratch bit, the slot back to the free list, notification.
 fn finish<O: Os, P: Peers<KeyOf<O>>>(link: &Link<O, P>, slot: u16, outcome: Result<usize, DropReason>) {
+    let Some((usage, _)) = link.send.finish(slot) else { return };
+    finish_taken(link, slot, usage, outcome);
+}
+
+/// [`finish`] once the slot's use was taken out of its record.
+fn finish_taken<O: Os, P: Peers<KeyOf<O>>>(
+    link: &Link<O, P>,
+    slot: u16,
+    usage: SendUse,
+    outcome: Result<usize, DropReason>,
+) {
     let shared = &*link.shared;
-    let Some(usage) = link.send.finish(slot) else { return };
     link.send.put(slot);
     link.end_send();
     let stats = &shared.stats;
     match (&usage, outcome) {
-        (SendUse::Data { .. } | SendUse::Keepalive, Ok(bytes)) => {
+        (SendUse::Data { .. } | SendUse::Batched { .. } | SendUse::Keepalive, Ok(bytes)) => {
             bump(&stats.sent_data_packets);
             add(&stats.transport_bytes_sent, bytes);
         }
         // SentControlPackets is counted by the control plane when it
         // accepts the write; a failed send shows in LostOutControlPackets.
         (SendUse::Control, Ok(bytes)) => add(&stats.transport_bytes_sent, bytes),
-        (SendUse::Data { .. } | SendUse::Keepalive, Err(reason)) => {
+        (SendUse::Data { .. } | SendUse::Batched { .. } | SendUse::Keepalive, Err(reason)) => {
             shared.drop_packet(reason);
             bump(&stats.lost_out_data_packets);
         }
@@ -433,6 +458,55 @@ fn finish<O: Os, P: Peers<KeyOf<O>>>(link: &Link<O, P>, slot: u16, outcome: Resu
         queue.flags.set_done(packet);
         queue.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
+    shared.tx_notify.progressed(&*shared.os);
+}
+
+/// The transport's completion of the batch whose first slot is `first`.
+pub(crate) fn send_batch_complete<O: Os, P: Peers<KeyOf<O>>>(
+    link: &Link<O, P>,
+    first: SendSlot,
+    status: NtStatus,
+    bytes_sent: usize,
+) {
+    let outcome = if status.is_success() { Ok(bytes_sent) } else { Err(DropReason::TxSendFailed) };
+    finish_batch(link, first.0, outcome);
+}
+
+/// The end of a batch's send: every slot's packet done and the slots free,
+/// with the counters, the link's send count, the queue's in-flight count
+/// and the notification touched once for the batch.
+fn finish_batch<O: Os, P: Peers<KeyOf<O>>>(link: &Link<O, P>, first: u16, outcome: Result<usize, DropReason>) {
+    let shared = &*link.shared;
+    let Some((usage, mut next)) = link.send.finish(first) else { return };
+    let SendUse::Data { queue, packet } = usage else {
+        // Not a batch's first slot (a transport bug): end that slot alone.
+        finish_taken(link, first, usage, outcome);
+        return;
+    };
+    let mut slots = [first; SEND_BATCH_MAX];
+    queue.flags.set_done(packet);
+    let mut n = 1;
+    while let (Some(slot), Some(at)) = (next, slots.get_mut(n)) {
+        let Some((SendUse::Batched { packet }, after)) = link.send.finish(slot) else { break };
+        queue.flags.set_done(packet);
+        *at = slot;
+        n += 1;
+        next = after;
+    }
+    link.send.put_all(&slots[..n]);
+    link.end_send();
+    let stats = &shared.stats;
+    match outcome {
+        Ok(bytes) => {
+            bump_by(&stats.sent_data_packets, n as u32);
+            add(&stats.transport_bytes_sent, bytes);
+        }
+        Err(reason) => {
+            shared.drop_packets(reason, n as u64);
+            bump_by(&stats.lost_out_data_packets, n as u32);
+        }
+    }
+    queue.in_flight.fetch_sub(n as u32, Ordering::AcqRel);
     shared.tx_notify.progressed(&*shared.os);
 }
 
@@ -777,6 +851,27 @@ impl SlotStash {
     }
 }
 
+/// Sealed datagrams of one Advance that go out together in one
+/// `send_batch` (`WskSendMessages`: one request, one IRP, one completion):
+/// consecutive packets to one remote address, at most [`SEND_BATCH_MAX`].
+struct TxBatch {
+    slots: [(SendSlot, usize); SEND_BATCH_MAX],
+    packets: [u32; SEND_BATCH_MAX],
+    len: usize,
+    remote: SocketAddr,
+}
+
+impl TxBatch {
+    fn new() -> Self {
+        Self {
+            slots: [(SendSlot(0), 0); SEND_BATCH_MAX],
+            packets: [0; SEND_BATCH_MAX],
+            len: 0,
+            remote: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+        }
+    }
+}
+
 /// What one Advance carries from packet to packet.
 struct AdvanceRun<'a, O: Os, P: Peers<KeyOf<O>>> {
     link: Option<&'a Arc<Link<O, P>>>,
@@ -784,6 +879,7 @@ struct AdvanceRun<'a, O: Os, P: Peers<KeyOf<O>>> {
     tally: TxTally<KeyOf<O>>,
     route: TxRoute<KeyOf<O>>,
     slots: SlotStash,
+    batch: TxBatch,
 }
 
 /// What became of one posted packet.
@@ -833,7 +929,7 @@ impl<O: Os, P: Peers<KeyOf<O>>> TxQueue<O, P> {
 
     fn post(&self, r: &mut TxRings, index: u32, run: &mut AdvanceRun<'_, O, P>) -> Posted {
         let shared = &*self.shared;
-        let AdvanceRun { link, transport, tally, route, slots } = run;
+        let AdvanceRun { link, transport, tally, route, slots, batch } = run;
         let Ok(packet) = r.rings.packets.get(index).copied() else { return Posted::Stalled };
         if packet.ignore() {
             return Posted::Ignored;
@@ -871,10 +967,60 @@ impl<O: Os, P: Peers<KeyOf<O>>> TxQueue<O, P> {
             add(&shared.copies.tx_copied_bytes, plaintext);
         }
         peer.mark_sent(shared.os.now());
-        self.inner.in_flight.fetch_add(1, Ordering::AcqRel);
-        let usage = SendUse::Data { queue: self.inner.clone(), packet: index };
-        submit(link, transport, slot, len, remote, usage);
+        if link.kind() == LinkKind::Tcp {
+            // One ordered stream: slot by slot through the TCP queue.
+            self.inner.in_flight.fetch_add(1, Ordering::AcqRel);
+            let usage = SendUse::Data { queue: self.inner.clone(), packet: index };
+            submit(link, transport, slot, len, remote, usage);
+            return Posted::Sent;
+        }
+        if batch.len > 0 && batch.remote != remote {
+            self.flush(link, transport, batch);
+        }
+        if let (Some(at), Some(p)) = (batch.slots.get_mut(batch.len), batch.packets.get_mut(batch.len)) {
+            *at = (SendSlot(slot), len);
+            *p = index;
+            batch.len += 1;
+            batch.remote = remote;
+        }
+        if batch.len == SEND_BATCH_MAX {
+            self.flush(link, transport, batch);
+        }
         Posted::Sent
+    }
+
+    /// Sends the Advance's batch: every slot's record (its packet, and the
+    /// next slot of the batch) written before the one `send_batch`. A
+    /// transport that cannot batch gets the slots one by one.
+    fn flush(&self, link: &Link<O, P>, transport: &O::Transport, batch: &mut TxBatch) {
+        let n = core::mem::take(&mut batch.len);
+        let (Some(slots), Some(packets)) = (batch.slots.get(..n), batch.packets.get(..n)) else { return };
+        let Some(&(SendSlot(first), _)) = slots.first() else { return };
+        let remote = batch.remote;
+        for (k, (&(slot, len), &packet)) in slots.iter().zip(packets).enumerate() {
+            let usage =
+                if k == 0 { SendUse::Data { queue: self.inner.clone(), packet } } else { SendUse::Batched { packet } };
+            let next = slots.get(k + 1).map(|&(SendSlot(s), _)| s);
+            link.send.set_in_batch(slot.0, usage, len, remote, next);
+        }
+        self.inner.in_flight.fetch_add(n as u32, Ordering::AcqRel);
+        if !link.begin_send() {
+            // Detached meanwhile: never reaches the transport.
+            link.sends_in_flight.fetch_add(1, Ordering::AcqRel);
+            finish_batch(link, first, Err(DropReason::TxNoTransport));
+            return;
+        }
+        match transport.send_batch(slots, remote) {
+            Ok(()) => {}
+            Err(status) if status == NtStatus::NOT_SUPPORTED => {
+                link.end_send();
+                for (&(SendSlot(slot), len), &packet) in slots.iter().zip(packets) {
+                    let usage = SendUse::Data { queue: self.inner.clone(), packet };
+                    submit(link, transport, slot, len, remote, usage);
+                }
+            }
+            Err(_) => finish_batch(link, first, Err(DropReason::TxSendRefused)),
+        }
     }
 
     /// Returns leading done packets (and their fragments) to the OS.
@@ -930,6 +1076,7 @@ impl<O: Os, P: Peers<KeyOf<O>>> PacketQueue for TxQueue<O, P> {
             tally: TxTally::default(),
             route: TxRoute { last: None },
             slots: SlotStash::new(0),
+            batch: TxBatch::new(),
         };
         if let Ok(post) = r.rings.packets.post_section() {
             run.slots.unposted = post.len() as usize;
@@ -946,6 +1093,9 @@ impl<O: Os, P: Peers<KeyOf<O>>> PacketQueue for TxQueue<O, P> {
                 let _ = r.rings.packets.set_next(increment_index(mask, index));
                 run.slots.unposted = run.slots.unposted.saturating_sub(1);
             }
+        }
+        if let (Some(link), Some(transport)) = (run.link, run.transport) {
+            self.flush(link, transport, &mut run.batch);
         }
         if let Some(link) = run.link {
             run.slots.give_back(&link.send);

@@ -29,6 +29,11 @@ pub use time::Instant;
 /// rounded up), and the largest TCP frame OpenVPN accepts (2048).
 pub const SEND_SLOT_SIZE: usize = 2048;
 
+/// Datagrams in one [`Transport::send_batch`] (one `WskSendMessages`
+/// request, one IRP): a TX Advance run's worth, so one completion covers
+/// that many packets.
+pub const SEND_BATCH_MAX: usize = 32;
+
 /// A send slot of a transport: its buffer, and in the kernel its MDL and IRP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SendSlot(pub u16);
@@ -105,6 +110,17 @@ pub trait Transport: Send + Sync {
     /// On `Err` no completion follows and the slot stays the caller's.
     fn send(&self, slot: SendSlot, len: usize, remote: SocketAddr) -> Result<(), NtStatus>;
 
+    /// `WskSendMessages` (UDP): each `(slot, len)` of `batch` one datagram
+    /// of the slot's first `len` bytes, all to `remote`, in one request. On
+    /// `Ok` exactly one [`SocketEvents::send_batch_complete`] follows, naming
+    /// the batch's first slot, on any thread, possibly before this returns;
+    /// every slot of the batch is the transport's until then. On `Err` no
+    /// completion follows and every slot stays the caller's; a transport
+    /// that cannot batch (a stream socket) answers `NOT_SUPPORTED` and the
+    /// caller sends the slots one by one. `batch` holds 1 to
+    /// [`SEND_BATCH_MAX`] distinct slots.
+    fn send_batch(&self, batch: &[(SendSlot, usize)], remote: SocketAddr) -> Result<(), NtStatus>;
+
     /// `WskRelease` of a datagram indication list.
     ///
     /// # Safety
@@ -136,6 +152,11 @@ pub trait SocketEvents: Send + Sync {
     /// The completion of an accepted send: status and bytes actually sent
     /// (a TCP send may be partial).
     fn send_complete(&self, slot: SendSlot, status: NtStatus, bytes_sent: usize);
+
+    /// The completion of an accepted [`Transport::send_batch`], named by the
+    /// batch's first slot: success if every datagram went, and the bytes
+    /// sent in all (WSK reports one status for the whole request).
+    fn send_batch_complete(&self, first: SendSlot, status: NtStatus, bytes_sent: usize);
 
     /// TCP: the connect started by [`Os::open_tcp`] finished.
     fn connected(&self, status: NtStatus);

@@ -30,7 +30,7 @@ use wdk_sys::ntddk::{
 };
 use wdk_sys::{_EVENT_TYPE, _KWAIT_REASON, _MODE, DEVICE_OBJECT, IRP, KEVENT, LARGE_INTEGER, MDL, NTSTATUS};
 
-use crate::netcx::wsk::{WskBuf, WskDatagramIndication};
+use crate::netcx::wsk::{WskBuf, WskBufList, WskDatagramIndication};
 use crate::ntstatus::NtStatus;
 use crate::os::windows::wsk::{
     self, AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, Irp, SOCK_DGRAM, SOCK_STREAM, WSK_EVENT_DISCONNECT,
@@ -40,7 +40,7 @@ use crate::os::windows::wsk::{
 use crate::os::windows::wsk_events::{
     self, CLIENT_DISPATCH, CONNECTION_EVENTS, DATAGRAM_EVENTS, Sockaddr, SocketContext,
 };
-use crate::os::{SEND_SLOT_SIZE, SendSlot, SocketEvents, Transport};
+use crate::os::{SEND_BATCH_MAX, SEND_SLOT_SIZE, SendSlot, SocketEvents, Transport};
 
 /// Send slots per socket: enough sends in flight to keep a gigabit link
 /// busy at 1500-byte packets with WSK completing in tens of microseconds
@@ -283,12 +283,15 @@ fn provider() -> Result<WskProviderNpi, NtStatus> {
 // ---------------------------------------------------------------------------
 
 /// One send slot: its buffer, the MDL over it, the IRP reused for every
-/// send, the WSK_BUF and destination WSK reads until completion.
+/// send, the WSK_BUF and destination WSK reads until completion, and the
+/// WSK_BUF_LIST node that links it into a WskSendMessages batch (the
+/// batch's first slot lends its IRP and destination to the whole batch).
 struct Slot {
     buffer: Box<UnsafeCell<[u8; SEND_SLOT_SIZE]>>,
     mdl: NonNull<MDL>,
     irp: NonNull<IRP>,
     wsk_buf: UnsafeCell<WskBuf>,
+    buf_list: UnsafeCell<WskBufList>,
     remote: UnsafeCell<Sockaddr>,
     index: u16,
     /// Back to the socket's events for the completion.
@@ -360,6 +363,10 @@ impl Shared {
                 mdl,
                 irp,
                 wsk_buf: UnsafeCell::new(WskBuf { mdl: mdl.as_ptr().cast(), offset: 0, length: 0 }),
+                buf_list: UnsafeCell::new(WskBufList {
+                    next: ptr::null_mut(),
+                    buffer: WskBuf { mdl: mdl.as_ptr().cast(), offset: 0, length: 0 },
+                }),
                 remote: UnsafeCell::new(placeholder),
                 index,
                 owner,
@@ -398,6 +405,20 @@ unsafe extern "C" fn send_done(_device: *mut DEVICE_OBJECT, irp: *mut IRP, conte
     // SAFETY: the owner outlives its slots' completions (as above).
     let shared = unsafe { &*slot.owner };
     shared.events().send_complete(SendSlot(slot.index), status, sent);
+    MORE_PROCESSING_REQUIRED
+}
+
+/// Completion routine of a WskSendMessages batch: the IRP is its first
+/// slot's, and so is the context; one completion for the whole batch.
+unsafe extern "C" fn send_batch_done(_device: *mut DEVICE_OBJECT, irp: *mut IRP, context: *mut c_void) -> NTSTATUS {
+    // SAFETY: the context is the batch's first slot; slots live until the
+    // transport is dropped, after every send completed.
+    let slot = unsafe { &*context.cast::<Slot>() };
+    // SAFETY: the IRP is completed (this is its completion routine).
+    let (status, sent) = unsafe { irp_result(irp) };
+    // SAFETY: the owner outlives its slots' completions (as above).
+    let shared = unsafe { &*slot.owner };
+    shared.events().send_batch_complete(SendSlot(slot.index), status, sent);
     MORE_PROCESSING_REQUIRED
 }
 
@@ -682,6 +703,69 @@ impl Transport for WskTransport {
                 let _ = unsafe { send(socket.as_ptr(), s.wsk_buf.get().cast(), 0, irp.cast()) };
             }
         }
+        Ok(())
+    }
+
+    fn send_batch(&self, batch: &[(SendSlot, usize)], remote: SocketAddr) -> Result<(), NtStatus> {
+        if self.shared.kind != Kind::Datagram {
+            return Err(NtStatus::NOT_SUPPORTED);
+        }
+        if batch.is_empty() || batch.len() > SEND_BATCH_MAX {
+            return Err(NtStatus::INVALID_PARAMETER);
+        }
+        let mut slots: [Option<&Slot>; SEND_BATCH_MAX] = [None; SEND_BATCH_MAX];
+        for (k, (at, &(slot, len))) in slots.iter_mut().zip(batch).enumerate() {
+            if len > SEND_SLOT_SIZE {
+                return Err(NtStatus::INVALID_BUFFER_SIZE);
+            }
+            // A slot twice would link its node to itself: WSK would walk a
+            // cycle.
+            if batch[..k].iter().any(|&(s, _)| s == slot) {
+                return Err(NtStatus::INVALID_PARAMETER);
+            }
+            *at = Some(self.shared.slots.get(usize::from(slot.0)).ok_or(NtStatus::INVALID_PARAMETER)?);
+        }
+        let Some(first) = slots[0] else { return Err(NtStatus::INVALID_PARAMETER) };
+        let socket = NonNull::new(self.shared.socket.load(Ordering::Acquire)).ok_or(NtStatus::INVALID_DEVICE_STATE)?;
+        // SAFETY: live socket (stored after creation, cleared never before
+        // close, which follows the last send).
+        let send_messages = unsafe { datagram_dispatch(socket) }
+            .and_then(|d| d.wsk_send_messages)
+            .ok_or(NtStatus::INVALID_DEVICE_STATE)?;
+        let irp = first.irp.as_ptr();
+        // SAFETY: the caller owns every slot of the batch (their previous
+        // sends completed), so their IRPs, WSK_BUF_LIST nodes and the first
+        // slot's address are idle and ours to rewrite; each node links to the
+        // next slot's node, the last to none.
+        unsafe {
+            IoReuseIrp(irp, NtStatus::UNSUCCESSFUL.0);
+            set_completion_routine(irp, send_batch_done, ptr::from_ref(first).cast_mut().cast());
+            first.remote.get().write(Sockaddr::new(&remote));
+            for (k, &(_, len)) in batch.iter().enumerate() {
+                let Some(slot) = slots[k] else { break };
+                let next = slots.get(k + 1).copied().flatten().map_or(ptr::null_mut(), |n| n.buf_list.get());
+                let node = &mut *slot.buf_list.get();
+                node.buffer.length = len;
+                node.next = next;
+            }
+        }
+        // SAFETY: buffers, MDLs, the node chain and the address stay valid
+        // until the IRP completes (every slot of the batch is the
+        // transport's until then); WSK completes the IRP whatever it
+        // returns, so one send_batch_complete follows. WskSendMessages may
+        // be called at IRQL <= DISPATCH_LEVEL (Windows 8 and later, facts
+        // §WSK_PROVIDER_DATAGRAM_DISPATCH).
+        let _ = unsafe {
+            send_messages(
+                socket.as_ptr(),
+                first.buf_list.get().cast(),
+                0,
+                (*first.remote.get()).as_ptr(),
+                0,
+                ptr::null_mut(),
+                irp.cast(),
+            )
+        };
         Ok(())
     }
 

@@ -289,6 +289,10 @@ impl Transport for DatagramSocket {
         self.inner.tx.send(&self.inner.wire, slot, len, remote)
     }
 
+    fn send_batch(&self, batch: &[(SendSlot, usize)], remote: SocketAddr) -> Result<(), NtStatus> {
+        self.inner.tx.send_batch(&self.inner.wire, batch, remote)
+    }
+
     unsafe fn release(&self, list: NonNull<WskDatagramIndication>) {
         self.inner.rx.release(list);
     }

@@ -280,6 +280,10 @@ impl Transport for HostSocket {
         self.transport().send(slot, len, remote)
     }
 
+    fn send_batch(&self, batch: &[(SendSlot, usize)], remote: SocketAddr) -> Result<(), NtStatus> {
+        self.transport().send_batch(batch, remote)
+    }
+
     unsafe fn release(&self, list: NonNull<WskDatagramIndication>) {
         // SAFETY: the caller's guarantee, passed on unchanged.
         unsafe { self.transport().release(list) }

@@ -67,6 +67,18 @@ impl Default for SendConfig {
     }
 }
 
+/// Which request a send belongs to, for its completion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Request {
+    /// `WskSendTo`/`WskSend`: completed on its own.
+    Single,
+    /// The first of a `WskSendMessages` batch of this many datagrams, which
+    /// follow it in order and complete with it, once.
+    BatchHead(u16),
+    /// A later datagram of the batch before it.
+    BatchMember,
+}
+
 /// An accepted send on its way to the wire.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Outgoing {
@@ -75,6 +87,7 @@ pub(crate) struct Outgoing {
     pub data: NonNull<u8>,
     pub len: usize,
     pub remote: SocketAddr,
+    pub request: Request,
 }
 
 // SAFETY: `data` points into a slot buffer the transport owns while the send
@@ -210,8 +223,49 @@ impl SendSlots {
 
     /// Takes `slot` in flight for a send of `len` bytes.
     pub fn accept(&self, slot: SendSlot, len: usize, remote: SocketAddr) -> Result<Outgoing, NtStatus> {
-        let socket = self.socket;
         let mut t = lock(&self.table);
+        self.check(&t, slot, len)?;
+        let out = self.take_in_flight(&mut t, slot, len, remote, Request::Single);
+        bump(&self.counters.sends, 1);
+        Ok(out)
+    }
+
+    /// Takes every slot of `batch` in flight for one `WskSendMessages`, or
+    /// none: a refused batch leaves every slot the caller's.
+    pub fn accept_batch(
+        &self,
+        batch: &[(SendSlot, usize)],
+        remote: SocketAddr,
+        out: &mut Vec<Outgoing>,
+    ) -> Result<(), NtStatus> {
+        let socket = self.socket;
+        let count = match u16::try_from(batch.len()) {
+            Ok(n) if n > 0 && batch.len() <= crate::os::SEND_BATCH_MAX => n,
+            _ => {
+                self.verifier.report(Violation::BadSendBatch { socket, len: batch.len() });
+                return Err(NtStatus::INVALID_PARAMETER);
+            }
+        };
+        let mut t = lock(&self.table);
+        for (k, &(slot, len)) in batch.iter().enumerate() {
+            self.check(&t, slot, len)?;
+            if batch[..k].iter().any(|&(s, _)| s == slot) {
+                self.verifier.report(Violation::SendOnBusySlot { socket, slot: slot.0 });
+                return Err(NtStatus::INVALID_DEVICE_STATE);
+            }
+        }
+        for (k, &(slot, len)) in batch.iter().enumerate() {
+            let request = if k == 0 { Request::BatchHead(count) } else { Request::BatchMember };
+            out.push(self.take_in_flight(&mut t, slot, len, remote, request));
+        }
+        bump(&self.counters.sends, 1);
+        Ok(())
+    }
+
+    /// Whether `slot` may carry a send of `len` bytes now (a violation is
+    /// reported if not).
+    fn check(&self, t: &SlotTable, slot: SendSlot, len: usize) -> Result<(), NtStatus> {
+        let socket = self.socket;
         if t.closed {
             self.verifier.report(Violation::SendAfterClose { socket, slot: slot.0 });
             return Err(NtStatus::INVALID_DEVICE_STATE);
@@ -220,27 +274,41 @@ impl SendSlots {
             self.verifier.report(Violation::SendTooLong { socket, slot: slot.0, len });
             return Err(NtStatus::INVALID_PARAMETER);
         }
-        let data = self.raw(slot.0).cast::<u8>();
-        let verify = self.verify;
-        let Some(state) = t.slots.get_mut(usize::from(slot.0)) else {
-            self.verifier.report(Violation::SlotOutOfRange { socket, slot: slot.0 });
-            return Err(NtStatus::INVALID_PARAMETER);
-        };
-        if let SlotState::InFlight { .. } = state {
-            self.verifier.report(Violation::SendOnBusySlot { socket, slot: slot.0 });
-            return Err(NtStatus::INVALID_DEVICE_STATE);
+        match t.slots.get(usize::from(slot.0)) {
+            None => {
+                self.verifier.report(Violation::SlotOutOfRange { socket, slot: slot.0 });
+                Err(NtStatus::INVALID_PARAMETER)
+            }
+            Some(SlotState::InFlight { .. }) => {
+                self.verifier.report(Violation::SendOnBusySlot { socket, slot: slot.0 });
+                Err(NtStatus::INVALID_DEVICE_STATE)
+            }
+            Some(SlotState::Idle) => Ok(()),
         }
-        let fp = if verify {
-            // SAFETY: the slot is idle, so the caller owns it and is not
-            // writing it during its own send call; len <= SEND_SLOT_SIZE.
+    }
+
+    /// Marks a checked slot in flight (fingerprinting its bytes).
+    fn take_in_flight(
+        &self,
+        t: &mut SlotTable,
+        slot: SendSlot,
+        len: usize,
+        remote: SocketAddr,
+        request: Request,
+    ) -> Outgoing {
+        let data = self.raw(slot.0).cast::<u8>();
+        let fp = if self.verify {
+            // SAFETY: the slot is idle (checked), so the caller owns it and is
+            // not writing it during its own send call; len <= SEND_SLOT_SIZE.
             fingerprint(unsafe { core::slice::from_raw_parts(data.as_ptr(), len) })
         } else {
             0
         };
-        *state = SlotState::InFlight { len, fingerprint: fp };
-        t.in_flight += 1;
-        bump(&self.counters.sends, 1);
-        Ok(Outgoing { slot, data, len, remote })
+        if let Some(state) = t.slots.get_mut(usize::from(slot.0)) {
+            *state = SlotState::InFlight { len, fingerprint: fp };
+            t.in_flight += 1;
+        }
+        Outgoing { slot, data, len, remote, request }
     }
 
     /// Gives `slot` back to the driver (just before its completion is reported).
@@ -308,6 +376,7 @@ impl Drop for SendSlots {
 
 struct Done {
     slot: SendSlot,
+    request: Request,
     result: WireResult,
     asked: usize,
     due: Instant,
@@ -369,15 +438,44 @@ impl TxEngine {
     /// `Transport::send`.
     pub fn send(&self, wire: &dyn Wire, slot: SendSlot, len: usize, remote: SocketAddr) -> Result<(), NtStatus> {
         let out = self.slots.accept(slot, len, remote)?;
+        self.enqueue(wire, &[out]);
+        Ok(())
+    }
+
+    /// `Transport::send_batch` (`WskSendMessages`): the datagrams go on the
+    /// wire like single sends, and complete together, once.
+    pub fn send_batch(&self, wire: &dyn Wire, batch: &[(SendSlot, usize)], remote: SocketAddr) -> Result<(), NtStatus> {
+        let mut outs = Vec::with_capacity(batch.len());
+        self.slots.accept_batch(batch, remote, &mut outs)?;
+        self.enqueue(wire, &outs);
+        Ok(())
+    }
+
+    /// Accepted sends of one request: on the wire and completed now
+    /// (`Inline`), or queued for the socket's thread.
+    fn enqueue(&self, wire: &dyn Wire, outs: &[Outgoing]) {
         if self.config.completion == CompletionMode::Inline {
-            let mut r = [(NtStatus::SUCCESS, 0)];
-            wire.transmit(&[out], &mut r);
-            self.complete(slot, r[0], len);
+            let mut results = alloc::vec![(NtStatus::SUCCESS, 0usize); outs.len()];
+            wire.transmit(outs, &mut results);
+            let done: Vec<Done> = outs
+                .iter()
+                .zip(results)
+                .map(|(o, result)| Done {
+                    slot: o.slot,
+                    request: o.request,
+                    result,
+                    asked: o.len,
+                    due: Instant::now(),
+                    round: 0,
+                })
+                .collect();
+            self.complete_request(&done);
         } else {
             let first = {
                 let mut st = lock(&self.state);
-                st.pending.push_back(out);
-                st.pending.len() == 1
+                let was_empty = st.pending.is_empty();
+                st.pending.extend(outs.iter().copied());
+                was_empty
             };
             // Only the send that finds the queue empty wakes the socket
             // thread: it takes everything queued until it gets there.
@@ -385,7 +483,34 @@ impl TxEngine {
                 self.wake.notify_all();
             }
         }
-        Ok(())
+    }
+
+    /// Completes one request: a single send, or a batch head followed by
+    /// its members (all of `done`).
+    fn complete_request(&self, done: &[Done]) {
+        let Some(head) = done.first() else { return };
+        if head.request == Request::Single {
+            self.complete(head.slot, head.result, head.asked);
+            return;
+        }
+        let mut status = NtStatus::SUCCESS;
+        let mut bytes = 0usize;
+        for d in done {
+            self.slots.finish(d.slot);
+            let (s, b) = d.result;
+            if s.is_success() {
+                bytes += b;
+            } else if status.is_success() {
+                status = s;
+            }
+        }
+        bump(&self.counters.send_completions, 1);
+        if status.is_success() {
+            bump(&self.counters.tx_wire_bytes, bytes as u64);
+        } else {
+            bump(&self.counters.send_errors, 1);
+        }
+        self.events.send_batch_complete(head.slot, status, bytes);
     }
 
     fn complete(&self, slot: SendSlot, (status, bytes): WireResult, asked: usize) {
@@ -430,7 +555,14 @@ impl TxEngine {
             };
             let round = st.round;
             for (o, r) in batch.iter().zip(results.iter()) {
-                st.done.push_back(Done { slot: o.slot, result: *r, asked: o.len, due: now + delay, round });
+                st.done.push_back(Done {
+                    slot: o.slot,
+                    request: o.request,
+                    result: *r,
+                    asked: o.len,
+                    due: now + delay,
+                    round,
+                });
             }
             let flush = match self.config.completion {
                 CompletionMode::Batched(n) => pump || idle || st.done.len() >= n.max(1),
@@ -443,14 +575,29 @@ impl TxEngine {
                     if !due {
                         break;
                     }
-                    deliver.extend(st.done.pop_front());
+                    // A batch's datagrams were queued together, in order,
+                    // and transmitted in the same round: they are due with
+                    // their head and delivered with it.
+                    let n = match d.request {
+                        Request::BatchHead(n) => usize::from(n).min(st.done.len()),
+                        _ => 1,
+                    };
+                    deliver.extend(st.done.drain(..n));
                 }
             }
         }
         let handled = batch.len() + deliver.len();
-        for d in deliver.drain(..) {
-            self.complete(d.slot, d.result, d.asked);
+        let mut at = 0;
+        while let Some(d) = deliver.get(at) {
+            let n = match d.request {
+                Request::BatchHead(n) => usize::from(n),
+                _ => 1,
+            };
+            let end = (at + n).min(deliver.len());
+            self.complete_request(&deliver[at..end]);
+            at = end;
         }
+        deliver.clear();
         *lock(&self.buffers) = Some(buffers);
         handled
     }

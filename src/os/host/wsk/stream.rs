@@ -425,6 +425,12 @@ impl Transport for StreamSocket {
         self.inner.tx.send(&self.inner.wire, slot, len, remote)
     }
 
+    /// A stream has no datagrams to batch (WskSendMessages is a datagram
+    /// socket's call): the caller sends slot by slot.
+    fn send_batch(&self, _batch: &[(SendSlot, usize)], _remote: SocketAddr) -> Result<(), NtStatus> {
+        Err(NtStatus::NOT_SUPPORTED)
+    }
+
     unsafe fn release(&self, list: NonNull<WskDatagramIndication>) {
         self.inner.verifier.report(Violation::ReleasedUnknown { socket: self.inner.id, list: list.as_ptr() as usize });
     }

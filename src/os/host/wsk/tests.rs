@@ -45,6 +45,8 @@ struct Seen {
     heads: Vec<usize>,
     layout_errors: Vec<&'static str>,
     completions: Vec<(u16, NtStatus, usize)>,
+    /// Batch completions: (first slot, status, bytes).
+    batch_completions: Vec<(u16, NtStatus, usize)>,
     stream: Vec<u8>,
     chunks: usize,
     connected: Vec<NtStatus>,
@@ -183,6 +185,10 @@ impl SocketEvents for Recorder {
 
     fn send_complete(&self, slot: SendSlot, status: NtStatus, bytes_sent: usize) {
         self.with(|s| s.completions.push((slot.0, status, bytes_sent)));
+    }
+
+    fn send_batch_complete(&self, first: SendSlot, status: NtStatus, bytes_sent: usize) {
+        self.with(|s| s.batch_completions.push((first.0, status, bytes_sent)));
     }
 
     fn connected(&self, status: NtStatus) {
@@ -433,6 +439,118 @@ fn send_misuse_is_refused_and_reported() {
     assert_eq!(v.take_violations(), [Violation::SendsInFlightAtClose { socket: id, in_flight: 1 }]);
     assert_eq!(send(&a, 2, b"x", to), Err(NtStatus::INVALID_DEVICE_STATE));
     assert_eq!(v.take_violations(), [Violation::SendAfterClose { socket: id, slot: 2 }]);
+}
+
+/// Fills slot `slot` of `t` with `bytes` (the driver owns it: idle).
+fn fill(t: &impl Transport, slot: u16, bytes: &[u8]) -> (SendSlot, usize) {
+    // SAFETY: the test owns the idle slot and writes only its own buffer.
+    unsafe { (&mut *t.slot_buffer(SendSlot(slot)).as_ptr())[..bytes.len()].copy_from_slice(bytes) };
+    (SendSlot(slot), bytes.len())
+}
+
+#[test]
+fn a_send_batch_puts_every_datagram_on_the_wire_and_completes_once_in_every_mode() {
+    for mode in [
+        CompletionMode::Inline,
+        CompletionMode::Immediate,
+        CompletionMode::Delayed(Duration::from_millis(10)),
+        CompletionMode::Batched(4),
+    ] {
+        let hub = LoopbackHub::new(LoopbackConfig::default());
+        let v = WskVerifier::new();
+        let config = WskConfig { send: SendConfig { completion: mode, ..Default::default() }, ..Default::default() };
+        let p = provider(&hub, &v, config);
+        let (ra, rb) = (Recorder::new(Policy::Copy), Recorder::new(Policy::Copy));
+        let a = p.open_datagram(addr("10.0.0.1:1"), None, false, ra.clone()).unwrap();
+        let b = p.open_datagram(addr("10.0.0.2:2"), None, false, rb.clone()).unwrap();
+        // Two batches (slots out of order on purpose) and a single send.
+        let first: Vec<_> = [5u16, 2, 9].iter().map(|&k| fill(&a, k, &payload(k.into()))).collect();
+        a.send_batch(&first, b.local_addr()).unwrap();
+        let second = [fill(&a, 0, &payload(0))];
+        a.send_batch(&second, b.local_addr()).unwrap();
+        send(&a, 7, &payload(7), b.local_addr()).unwrap();
+        assert!(rb.wait(|s| s.datagrams.len() == 5), "{mode:?}");
+        assert!(ra.wait(|s| s.batch_completions.len() == 2 && s.completions.len() == 1), "{mode:?}");
+        let bytes = |ks: &[u16]| ks.iter().map(|&k| payload(k.into()).len()).sum::<usize>();
+        ra.with(|s| {
+            let mut got = s.batch_completions.clone();
+            got.sort_unstable_by_key(|c| c.0);
+            assert_eq!(got, [(0, NtStatus::SUCCESS, bytes(&[0])), (5, NtStatus::SUCCESS, bytes(&[5, 2, 9]))]);
+            assert_eq!(s.completions, [(7, NtStatus::SUCCESS, payload(7).len())]);
+        });
+        // Each datagram arrived whole, the batch's in its order.
+        rb.with(|s| {
+            let got: Vec<Vec<u8>> = s.datagrams.iter().map(|d| d.bytes.clone()).collect();
+            for k in [5u16, 2, 9, 0, 7] {
+                assert!(got.contains(&payload(k.into())), "{mode:?}: datagram of slot {k}");
+            }
+            let at = |k: u16| got.iter().position(|g| *g == payload(k.into())).unwrap();
+            assert!(at(5) < at(2) && at(2) < at(9), "{mode:?}: a batch keeps its order");
+        });
+        // Every slot is the driver's again.
+        assert_eq!(a.sends_in_flight(), 0);
+        a.close();
+        b.close();
+        v.assert_clean();
+    }
+}
+
+#[test]
+fn a_bad_send_batch_is_refused_whole_and_reported() {
+    let (hub, v) = pump_hub(LoopbackConfig::default());
+    let p = provider(&hub, &v, WskConfig::default());
+    let ra = Recorder::new(Policy::Copy);
+    let a = p.open_datagram(addr("10.0.0.1:1"), None, false, ra.clone()).unwrap();
+    let to = addr("10.0.0.2:2");
+    let id = a.id();
+    send(&a, 3, b"busy", to).unwrap();
+    let ok = fill(&a, 1, b"fine");
+    // A busy slot, a slot twice, a slot out of range, too long, empty, too
+    // many: nothing of the batch goes in flight.
+    assert_eq!(a.send_batch(&[ok, (SendSlot(3), 4)], to), Err(NtStatus::INVALID_DEVICE_STATE));
+    assert_eq!(a.send_batch(&[ok, ok], to), Err(NtStatus::INVALID_DEVICE_STATE));
+    assert_eq!(a.send_batch(&[ok, (SendSlot(64), 4)], to), Err(NtStatus::INVALID_PARAMETER));
+    assert_eq!(a.send_batch(&[ok, (SendSlot(2), SEND_SLOT_SIZE + 1)], to), Err(NtStatus::INVALID_PARAMETER));
+    assert_eq!(a.send_batch(&[], to), Err(NtStatus::INVALID_PARAMETER));
+    let too_many: Vec<_> = (10..10 + crate::os::SEND_BATCH_MAX as u16 + 1).map(|k| (SendSlot(k), 1)).collect();
+    assert_eq!(a.send_batch(&too_many, to), Err(NtStatus::INVALID_PARAMETER));
+    assert_eq!(
+        v.take_violations(),
+        [
+            Violation::SendOnBusySlot { socket: id, slot: 3 },
+            Violation::SendOnBusySlot { socket: id, slot: 1 },
+            Violation::SlotOutOfRange { socket: id, slot: 64 },
+            Violation::SendTooLong { socket: id, slot: 2, len: SEND_SLOT_SIZE + 1 },
+            Violation::BadSendBatch { socket: id, len: 0 },
+            Violation::BadSendBatch { socket: id, len: crate::os::SEND_BATCH_MAX + 1 },
+        ]
+    );
+    assert_eq!(a.sends_in_flight(), 1, "only the single send");
+    // The refused batch's slot is still the driver's: it can go now.
+    a.send_batch(&[ok], to).unwrap();
+    hub.pump();
+    ra.with(|s| {
+        assert_eq!(s.completions, [(3, NtStatus::SUCCESS, 4)]);
+        assert_eq!(s.batch_completions, [(1, NtStatus::SUCCESS, 4)]);
+    });
+    a.close();
+    v.assert_clean();
+}
+
+#[test]
+fn a_stream_socket_has_no_send_batch() {
+    let (hub, v) = pump_hub(LoopbackConfig::default());
+    let p = provider(&hub, &v, WskConfig::default());
+    let server = addr("10.0.0.9:1194");
+    let _peer = hub.listen_stream(server);
+    let r = Recorder::new(Policy::Copy);
+    let s = p.open_tcp(addr("0.0.0.0:0"), server, r.clone()).unwrap();
+    hub.pump();
+    r.with(|x| assert_eq!(x.connected, [NtStatus::SUCCESS]));
+    assert_eq!(s.send_batch(&[(SendSlot(0), 1)], server), Err(NtStatus::NOT_SUPPORTED));
+    assert_eq!(s.sends_in_flight(), 0);
+    s.close();
+    v.assert_clean();
 }
 
 /// A threaded loopback pair whose sender completes in `mode`.
@@ -956,6 +1074,7 @@ impl SocketEvents for ReleaseInside {
     }
     fn stream_received(&self, _: &[u8]) {}
     fn send_complete(&self, _: SendSlot, _: NtStatus, _: usize) {}
+    fn send_batch_complete(&self, _: SendSlot, _: NtStatus, _: usize) {}
     fn connected(&self, _: NtStatus) {}
     fn disconnected(&self, _: NtStatus) {}
 }

@@ -398,13 +398,14 @@ pub(crate) fn receive_loop(inner: &DatagramInner, sock: &UdpSocket) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::send::Request;
     use super::*;
     use crate::os::SendSlot;
     use core::ptr::NonNull;
 
     fn out(len: usize, port: u16) -> Outgoing {
         let remote = SocketAddr::from(([127, 0, 0, 1], port));
-        Outgoing { slot: SendSlot(0), data: NonNull::dangling(), len, remote }
+        Outgoing { slot: SendSlot(0), data: NonNull::dangling(), len, remote, request: Request::Single }
     }
 
     fn cut(batch: &[Outgoing], gso: bool) -> Vec<(usize, usize)> {

@@ -45,6 +45,9 @@ pub enum Violation {
     SendTooLong { socket: SocketId, slot: u16, len: usize },
     /// A send after WskCloseSocket.
     SendAfterClose { socket: SocketId, slot: u16 },
+    /// A `WskSendMessages` batch that is empty or longer than
+    /// `SEND_BATCH_MAX` datagrams.
+    BadSendBatch { socket: SocketId, len: usize },
     /// `slot_buffer` asked for a slot while its send is in flight.
     SlotBufferWhileInFlight { socket: SocketId, slot: u16 },
     /// The slot's bytes changed between the send and its completion.
