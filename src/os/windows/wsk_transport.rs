@@ -727,11 +727,12 @@ impl Transport for WskTransport {
         }
         let Some(first) = slots[0] else { return Err(NtStatus::INVALID_PARAMETER) };
         let socket = NonNull::new(self.shared.socket.load(Ordering::Acquire)).ok_or(NtStatus::INVALID_DEVICE_STATE)?;
+        // A provider without WskSendMessages (older than Windows 8) makes the
+        // data path fall back to WskSendTo per slot.
         // SAFETY: live socket (stored after creation, cleared never before
         // close, which follows the last send).
-        let send_messages = unsafe { datagram_dispatch(socket) }
-            .and_then(|d| d.wsk_send_messages)
-            .ok_or(NtStatus::INVALID_DEVICE_STATE)?;
+        let send_messages =
+            unsafe { datagram_dispatch(socket) }.and_then(|d| d.wsk_send_messages).ok_or(NtStatus::NOT_SUPPORTED)?;
         let irp = first.irp.as_ptr();
         // SAFETY: the caller owns every slot of the batch (their previous
         // sends completed), so their IRPs, WSK_BUF_LIST nodes and the first
