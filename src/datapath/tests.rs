@@ -1144,6 +1144,44 @@ fn a_refused_or_failed_batch_counts_every_packet_lost() {
     control_fills_every_slot(&h, 8);
 }
 
+/// A completion that names a later slot of a batch in flight (a member
+/// completed on its own, or a batch completion naming a member: a transport
+/// bug) is not the data path's: the member stays the batch's, and the
+/// batch's own completion still finishes every packet, once, and frees
+/// every slot.
+#[test]
+fn a_completion_naming_a_batch_member_leaves_the_batch_whole() {
+    let h = Harness::new(8);
+    let mut q = OsQueue::new();
+    let txq = tx_queue(&h, &mut q);
+    let state = h.os.state();
+    state.batching.store(true, Ordering::SeqCst);
+    let packets: Vec<Vec<u8>> = (0..3).map(|k| ipv4(64, k as u8)).collect();
+    let mut f = 0;
+    for (k, p) in packets.iter().enumerate() {
+        f = q.post(k as u32, f, &[p]);
+    }
+    q.packets.set_end(3);
+    q.fragments.set_end(3);
+    txq.advance();
+    let batch = state.batches.lock().unwrap()[0].clone();
+    assert_eq!(batch.len(), 3);
+    let events = h.os.events();
+    events.send_complete(SendSlot(batch[1]), NtStatus::SUCCESS, 1);
+    events.send_batch_complete(SendSlot(batch[2]), NtStatus::SUCCESS, 1);
+    txq.advance();
+    assert_eq!(q.packet_begin(), 0, "nothing back before the batch's completion");
+    assert_eq!(txq.in_flight(), 3);
+    let bytes: usize = state.sent.lock().unwrap().iter().map(|(_, w, _)| w.len()).sum();
+    events.send_batch_complete(SendSlot(batch[0]), NtStatus::SUCCESS, bytes);
+    txq.advance();
+    assert_eq!((q.packet_begin(), q.fragment_begin()), (3, 3));
+    assert_eq!(txq.in_flight(), 0);
+    let s = h.dp.stats().snapshot();
+    assert_eq!((s.sent_data_packets, s.lost_out_data_packets, s.transport_bytes_sent), (3, 0, bytes as i64));
+    control_fills_every_slot(&h, 8);
+}
+
 #[test]
 fn without_send_slots_packets_wait_and_drain_in_ring_order() {
     let mut h = Harness::new(2);

@@ -263,14 +263,25 @@ impl SendSlots {
         }
     }
 
-    /// Ends the slot's use: what it carried (None if it was free) and the
-    /// next slot of its batch.
+    /// Ends the slot's use: what it carried and the next slot of its batch.
+    /// None if it was free, or a later slot of a batch in flight: only its
+    /// batch's completion ends that ([`SendSlots::finish_member`]).
     fn finish(&self, slot: u16) -> Option<(SendUse, Option<u16>)> {
         let mut e = self.entries.get(usize::from(slot))?.lock();
-        match core::mem::replace(&mut e.usage, SendUse::Free) {
-            SendUse::Free => None,
-            usage => Some((usage, e.next.take())),
+        if matches!(e.usage, SendUse::Free | SendUse::Batched { .. }) {
+            return None;
         }
+        let usage = core::mem::replace(&mut e.usage, SendUse::Free);
+        Some((usage, e.next.take()))
+    }
+
+    /// Ends a later slot of a batch: its packet and the batch's next slot;
+    /// None (and the slot untouched) if it is not one.
+    fn finish_member(&self, slot: u16) -> Option<(u32, Option<u16>)> {
+        let mut e = self.entries.get(usize::from(slot))?.lock();
+        let SendUse::Batched { packet } = e.usage else { return None };
+        e.usage = SendUse::Free;
+        Some((packet, e.next.take()))
     }
 }
 
@@ -384,7 +395,8 @@ pub(crate) fn send_complete<O: Os, P: Peers<KeyOf<O>>>(
     let slot = slot.0;
     let Some(queue) = link.tcp_tx.as_ref().filter(|_| link.kind() == LinkKind::Tcp) else {
         // UDP: the datagram went whole or not at all. `finish` ignores a
-        // completion for a slot that carries nothing (not ours to free).
+        // completion for a slot that carries nothing, or that is a later
+        // slot of a batch in flight (not ours to free).
         let outcome = if status.is_success() { Ok(bytes_sent) } else { Err(DropReason::TxSendFailed) };
         finish(link, slot, outcome);
         return;
@@ -479,7 +491,8 @@ fn finish_batch<O: Os, P: Peers<KeyOf<O>>>(link: &Link<O, P>, first: u16, outcom
     let shared = &*link.shared;
     let Some((usage, mut next)) = link.send.finish(first) else { return };
     let SendUse::Data { queue, packet } = usage else {
-        // Not a batch's first slot (a transport bug): end that slot alone.
+        // A slot sent alone (a transport bug): end that slot alone. A later
+        // slot of a batch was left to its batch by `finish`.
         finish_taken(link, first, usage, outcome);
         return;
     };
@@ -487,7 +500,7 @@ fn finish_batch<O: Os, P: Peers<KeyOf<O>>>(link: &Link<O, P>, first: u16, outcom
     queue.flags.set_done(packet);
     let mut n = 1;
     while let (Some(slot), Some(at)) = (next, slots.get_mut(n)) {
-        let Some((SendUse::Batched { packet }, after)) = link.send.finish(slot) else { break };
+        let Some((packet, after)) = link.send.finish_member(slot) else { break };
         queue.flags.set_done(packet);
         *at = slot;
         n += 1;
