@@ -753,9 +753,10 @@ impl Transport for WskTransport {
         // SAFETY: buffers, MDLs, the node chain and the address stay valid
         // until the IRP completes (every slot of the batch is the
         // transport's until then); WSK completes the IRP whatever it
-        // returns, so one send_batch_complete follows. WskSendMessages may
-        // be called at IRQL <= DISPATCH_LEVEL (Windows 8 and later, facts
-        // §WSK_PROVIDER_DATAGRAM_DISPATCH).
+        // returns, so one send_batch_complete follows. The facts give
+        // WskSendMessages from NTDDI_WIN8 on, but no IRQL, and neither does
+        // its DDI page: it is called where WskSendTo is (an Advance, up to
+        // DISPATCH_LEVEL), an assumption checked by bring-up item 9.26.
         let _ = unsafe {
             send_messages(
                 socket.as_ptr(),
