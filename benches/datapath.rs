@@ -1,7 +1,7 @@
 //! Data-path throughput against the raw AEAD it is built on.
 //!
 //! `cargo bench --bench datapath [-- --seconds S --warmup S --sizes 64,512,1400 --no-udp --direct-only
-//! --batch N --full-check --cipher aes-256-gcm|chacha20-poly1305 --repeat N]`
+//! --batch N --full-check --cipher aes-256-gcm|chacha20-poly1305 --repeat N --slices N]`
 //!
 //! For each cipher (AES-256-GCM, ChaCha20-Poly1305) and inner packet size:
 //! - raw: `HostKey::seal_in_place` + `open_in_place` of one packet-sized
@@ -29,7 +29,10 @@
 //!
 //! The whole process is pinned to one CPU before any thread starts, so
 //! every figure is one core's. Each cell warms up, then counts delivered
-//! packets over a fixed time; CPU time (getrusage) is reported beside wall
+//! packets over a fixed time; the raw baselines and the direct cell take
+//! that time in turns, in `--slices` slices each (default 20), so the
+//! ratios compare cells that ran under the same conditions of a shared
+//! machine. CPU time (getrusage) is reported beside wall
 //! time because the model's threads share that core with whatever else the
 //! machine runs. Every verifier check of the model cells stays on; the run
 //! ends with both verifiers' status (and the direct cells' own checks) and
@@ -70,7 +73,7 @@ mod bench {
     use ovpn_dco::os::SEND_SLOT_SIZE;
     use ovpn_dco::os::host::wsk::Network;
 
-    use super::direct::{self, Check, DirectSetup};
+    use super::direct::{self, Check, DirectCell, DirectSetup};
     use super::p2p::{self, Pair, Setup};
 
     struct Options {
@@ -88,6 +91,9 @@ mod bench {
         ciphers: Vec<Cipher>,
         /// Repetitions of every cell, reported as medians.
         repeat: usize,
+        /// Slices each raw/direct cell's measured time is cut into, taken
+        /// in turns.
+        slices: u32,
     }
 
     fn options() -> Options {
@@ -102,6 +108,7 @@ mod bench {
             check: Check::Sampled,
             ciphers: vec![Cipher::AesGcm, Cipher::ChaCha20Poly1305],
             repeat: 1,
+            slices: 20,
         };
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
@@ -121,6 +128,9 @@ mod bench {
                     o.batch = args.next().and_then(|v| v.parse().ok()).filter(|&b| b > 0).expect("--batch N (N > 0)")
                 }
                 "--full-check" => o.check = Check::Full,
+                "--slices" => {
+                    o.slices = args.next().and_then(|v| v.parse().ok()).filter(|&n| n > 0).expect("--slices N (N > 0)")
+                }
                 "--repeat" => {
                     o.repeat = args.next().and_then(|v| v.parse().ok()).filter(|&n| n > 0).expect("--repeat N (N > 0)")
                 }
@@ -176,20 +186,40 @@ mod bench {
         (nonce, ad)
     }
 
-    /// Runs `round` (which handles `per_round` packets) for `warmup`, then
-    /// counts the packets of the rounds run within `run`.
-    fn timed(warmup: Duration, run: Duration, per_round: u64, mut round: impl FnMut()) -> Rate {
-        let until = Instant::now() + warmup;
-        while Instant::now() < until {
-            round();
+    /// A cell the bench can measure in turns with others: one round at a
+    /// time, each returning the packets it carried.
+    trait Cell {
+        fn round(&mut self) -> u64;
+    }
+
+    /// Runs every cell's rounds for `warmup` each.
+    fn warm(cells: &mut [&mut dyn Cell], warmup: Duration) {
+        for cell in cells.iter_mut() {
+            let until = Instant::now() + warmup;
+            while Instant::now() < until {
+                cell.round();
+            }
         }
-        let (start, cpu0) = (Instant::now(), p2p::cpu_time());
-        let mut packets = 0u64;
-        while start.elapsed() < run {
-            round();
-            packets += per_round;
+    }
+
+    /// Measures the cells in turns: `run` each, cut into `slices` slices
+    /// taken round-robin, so that a slow spell of a shared machine falls
+    /// on every cell alike instead of on whichever ran then. Adds to
+    /// `rates` (one per cell); allocates nothing.
+    fn measure(cells: &mut [&mut dyn Cell], run: Duration, slices: u32, rates: &mut [Rate]) {
+        let slice = run / slices.max(1);
+        for _ in 0..slices.max(1) {
+            for (cell, rate) in cells.iter_mut().zip(rates.iter_mut()) {
+                let (start, cpu0) = (Instant::now(), p2p::cpu_time());
+                let mut packets = 0u64;
+                while start.elapsed() < slice {
+                    packets += cell.round();
+                }
+                rate.packets += packets;
+                rate.wall += start.elapsed();
+                rate.cpu += p2p::cpu_time() - cpu0;
+            }
         }
-        Rate { packets, wall: start.elapsed(), cpu: p2p::cpu_time() - cpu0 }
     }
 
     /// Nanoseconds per uncontended locked read-modify-write on this thread
@@ -213,21 +243,32 @@ mod bench {
     }
 
     /// Seal + open of one packet, as the data channel frames it, in a loop.
-    fn raw_aead(cipher: Cipher, size: usize, warmup: Duration, run: Duration) -> Rate {
-        const BATCH: u32 = 256;
-        let key = HostCrypto.new_key(cipher, &[0x5a; 32]).expect("key");
-        let tail = [0xa5u8; 8];
-        let mut data = p2p::template(size);
-        let mut tag = [0u8; 16];
-        let mut id: u32 = 0;
-        timed(warmup, run, u64::from(BATCH), || {
+    struct RawCell {
+        key: <HostCrypto as CryptoProvider>::Key,
+        data: Vec<u8>,
+        tag: [u8; 16],
+        id: u32,
+    }
+
+    impl RawCell {
+        fn new(cipher: Cipher, size: usize) -> Self {
+            let key = HostCrypto.new_key(cipher, &[0x5a; 32]).expect("key");
+            Self { key, data: p2p::template(size), tag: [0; 16], id: 0 }
+        }
+    }
+
+    impl Cell for RawCell {
+        fn round(&mut self) -> u64 {
+            const BATCH: u32 = 256;
+            let tail = [0xa5u8; 8];
             for _ in 0..BATCH {
-                id = id.wrapping_add(1);
-                let (nonce, ad) = frame(id, &tail);
-                key.seal_in_place(&nonce, &ad, &mut data, &mut tag).expect("seal");
-                key.open_in_place(&nonce, &ad, black_box(&mut data), &tag).expect("open");
+                self.id = self.id.wrapping_add(1);
+                let (nonce, ad) = frame(self.id, &tail);
+                self.key.seal_in_place(&nonce, &ad, &mut self.data, &mut self.tag).expect("seal");
+                self.key.open_in_place(&nonce, &ad, black_box(&mut self.data), &self.tag).expect("open");
             }
-        })
+            u64::from(BATCH)
+        }
     }
 
     /// The second baseline, "raw, same buffers": the same backend and frame
@@ -244,57 +285,82 @@ mod bench {
     /// must do whatever the driver does, so path minus floor is what the
     /// driver's own code costs per packet, with the direct cell's minimal
     /// OS (rings, indications, the sampled check) on top.
-    fn raw_same_buffers(
-        cipher: Cipher,
+    struct SameCell {
+        key: <HostCrypto as CryptoProvider>::Key,
+        inner: Vec<Vec<u8>>,
+        slots: Vec<[u8; SEND_SLOT_SIZE]>,
+        received: Vec<[u8; SEND_SLOT_SIZE]>,
+        tags: Vec<[u8; 16]>,
         size: usize,
-        batch: usize,
         wire: bool,
-        warmup: Duration,
-        run: Duration,
-    ) -> Rate {
-        const HEAD: usize = 24;
-        let key = HostCrypto.new_key(cipher, &[0x5a; 32]).expect("key");
-        let tail = [0xa5u8; 8];
-        let inner: Vec<Vec<u8>> = (0..batch)
-            .map(|k| {
-                let mut p = p2p::template(size);
-                p2p::stamp(&mut p, k as u32);
-                p
-            })
-            .collect();
-        let mut slots = vec![[0u8; SEND_SLOT_SIZE]; batch];
-        let mut received = vec![[0u8; SEND_SLOT_SIZE]; if wire { batch } else { 0 }];
-        let mut tags = vec![[0u8; 16]; batch];
-        assert!(HEAD + size <= SEND_SLOT_SIZE, "a packet fits a send slot");
-        let mut id: u32 = 0;
-        let rate = timed(warmup, run, batch as u64, || {
-            let first = id;
-            for ((packet, slot), tag) in inner.iter().zip(slots.iter_mut()).zip(tags.iter_mut()) {
-                id = id.wrapping_add(1);
-                let (nonce, ad) = frame(id, &tail);
-                key.seal(&nonce, &ad, packet, &mut slot[HEAD..HEAD + size], tag).expect("seal");
+        id: u32,
+    }
+
+    /// Header, packet id and tag in front of the ciphertext.
+    const HEAD: usize = 24;
+
+    impl SameCell {
+        fn new(cipher: Cipher, size: usize, batch: usize, wire: bool) -> Self {
+            assert!(HEAD + size <= SEND_SLOT_SIZE, "a packet fits a send slot");
+            let inner = (0..batch)
+                .map(|k| {
+                    let mut p = p2p::template(size);
+                    p2p::stamp(&mut p, k as u32);
+                    p
+                })
+                .collect();
+            Self {
+                key: HostCrypto.new_key(cipher, &[0x5a; 32]).expect("key"),
+                inner,
+                slots: vec![[0u8; SEND_SLOT_SIZE]; batch],
+                received: vec![[0u8; SEND_SLOT_SIZE]; if wire { batch } else { 0 }],
+                tags: vec![[0u8; 16]; batch],
+                size,
+                wire,
+                id: 0,
             }
-            let opened = if wire {
-                for (slot, buffer) in slots.iter().zip(received.iter_mut()) {
+        }
+
+        /// Every byte of the last round came back as it was sent.
+        fn check(&self) {
+            let (size, opened) = (self.size, if self.wire { &self.received } else { &self.slots });
+            for (packet, buffer) in self.inner.iter().zip(opened.iter()) {
+                assert_eq!(&buffer[HEAD..HEAD + size], &packet[..], "raw, same buffers: a packet did not round-trip");
+            }
+        }
+    }
+
+    impl Cell for SameCell {
+        fn round(&mut self) -> u64 {
+            let (tail, size) = ([0xa5u8; 8], self.size);
+            let first = self.id;
+            for ((packet, slot), tag) in self.inner.iter().zip(self.slots.iter_mut()).zip(self.tags.iter_mut()) {
+                self.id = self.id.wrapping_add(1);
+                let (nonce, ad) = frame(self.id, &tail);
+                self.key.seal(&nonce, &ad, packet, &mut slot[HEAD..HEAD + size], tag).expect("seal");
+            }
+            let opened = if self.wire {
+                for (slot, buffer) in self.slots.iter().zip(self.received.iter_mut()) {
                     buffer[..HEAD + size].copy_from_slice(black_box(&slot[..HEAD + size]));
                 }
-                &mut received
+                &mut self.received
             } else {
-                &mut slots
+                &mut self.slots
             };
             let mut at = first;
-            for (buffer, tag) in opened.iter_mut().zip(tags.iter()) {
+            for (buffer, tag) in opened.iter_mut().zip(self.tags.iter()) {
                 at = at.wrapping_add(1);
                 let (nonce, ad) = frame(at, &tail);
-                key.open_in_place(&nonce, &ad, black_box(&mut buffer[HEAD..HEAD + size]), tag).expect("open");
+                self.key.open_in_place(&nonce, &ad, black_box(&mut buffer[HEAD..HEAD + size]), tag).expect("open");
             }
-        });
-        // Every byte of the last round came back as it was sent.
-        let opened = if wire { &received } else { &slots };
-        for (packet, buffer) in inner.iter().zip(opened.iter()) {
-            assert_eq!(&buffer[HEAD..HEAD + size], &packet[..], "raw, same buffers: a packet did not round-trip");
+            self.inner.len() as u64
         }
-        rate
+    }
+
+    impl Cell for DirectCell {
+        fn round(&mut self) -> u64 {
+            DirectCell::round(self)
+        }
     }
 
     /// One direction through both data paths.
@@ -363,11 +429,67 @@ mod bench {
         sent: u64,
     }
 
-    fn direct_cell(o: &Options, cipher: Cipher, size: usize, warmup: Duration, run: Duration) -> (Row, Vec<String>) {
+    /// The raw baselines and the direct cell, measured in turns (`measure`);
+    /// without `raw`, the direct cell alone.
+    fn interleaved_cells(o: &Options, cipher: Cipher, size: usize, warmup: Duration, run: Duration) -> Interleaved {
         let setup = DirectSetup { cipher, size, batch: o.batch, check: o.check };
-        let r = direct::run(&setup, warmup, run);
-        let rate = Rate { packets: r.packets, wall: r.wall, cpu: r.cpu };
-        (Row { path: "direct", rate, copies_per_byte: r.copies_per_byte, lost: 0, sent: r.packets }, r.problems)
+        let mut direct = DirectCell::new(&setup);
+        let (mut raw, mut same, mut floor) = (
+            RawCell::new(cipher, size),
+            SameCell::new(cipher, size, o.batch, false),
+            SameCell::new(cipher, size, o.batch, true),
+        );
+        // The baselines (if asked for) first, the direct cell last.
+        fn cells<'a>(
+            with_raw: bool,
+            raw: &'a mut RawCell,
+            same: &'a mut SameCell,
+            floor: &'a mut SameCell,
+            direct: &'a mut DirectCell,
+        ) -> Vec<&'a mut dyn Cell> {
+            let mut v: Vec<&mut dyn Cell> = Vec::new();
+            if with_raw {
+                v.extend([raw as &mut dyn Cell, same, floor]);
+            }
+            v.push(direct);
+            v
+        }
+        warm(&mut cells(o.raw, &mut raw, &mut same, &mut floor, &mut direct), warmup);
+        // No cell allocates in its rounds: the direct cell's data paths, in
+        // particular, allocate nothing per packet.
+        let allocations;
+        let mut rates = vec![Rate::default(); if o.raw { 4 } else { 1 }];
+        let copied0 = direct.copied_bytes();
+        {
+            let mut list = cells(o.raw, &mut raw, &mut same, &mut floor, &mut direct);
+            let allocations0 = direct::allocations();
+            measure(&mut list, run, o.slices, &mut rates);
+            allocations = direct::allocations() - allocations0;
+        }
+        let copied = direct.copied_bytes() - copied0;
+        let path = rates.pop().unwrap_or_default();
+        if o.raw {
+            same.check();
+            floor.check();
+        }
+        let r = direct.finish(path.packets, copied, allocations);
+        let baseline = |k: usize| rates.get(k).copied().unwrap_or_default();
+        Interleaved {
+            raw: baseline(0),
+            same: baseline(1),
+            floor: baseline(2),
+            direct: Row { path: "direct", rate: path, copies_per_byte: r.copies_per_byte, lost: 0, sent: path.packets },
+            problems: r.problems,
+        }
+    }
+
+    /// What the cells measured in turns found.
+    struct Interleaved {
+        raw: Rate,
+        same: Rate,
+        floor: Rate,
+        direct: Row,
+        problems: Vec<String>,
     }
 
     pub fn main() {
@@ -405,6 +527,11 @@ mod bench {
             println!("#   Threads per node: NetAdapterCx RX poll + TX poll; WSK delivery + send (loopback) or");
             println!("#   recvmmsg + sendmmsg (udp); 8 threads time-share the one CPU; the main thread sleeps.");
         }
+        println!(
+            "# raw, same-buf, floor and direct are measured in turns: {} s each, cut into {} slices taken",
+            o.seconds, o.slices
+        );
+        println!("#   round-robin, so a slow spell of the machine falls on all four alike.");
         if o.repeat > 1 {
             println!(
                 "# {} repetitions, each measuring every baseline and path in turn; every column is the median,",
@@ -432,21 +559,10 @@ mod bench {
                 // turn, so a slow spell of the machine hits all of them.
                 let mut reps = Vec::new();
                 for _ in 0..o.repeat {
-                    let raw = if o.raw { raw_aead(cipher, size, warmup, run) } else { Rate::default() };
-                    let same = if o.raw {
-                        raw_same_buffers(cipher, size, o.batch, false, warmup, run)
-                    } else {
-                        Rate::default()
-                    };
-                    let floor = if o.raw {
-                        raw_same_buffers(cipher, size, o.batch, true, warmup, run)
-                    } else {
-                        Rate::default()
-                    };
-                    let mut rows = Vec::new();
-                    let (row, found) = direct_cell(&o, cipher, size, warmup, run);
+                    let Interleaved { raw, same, floor, direct, problems: found } =
+                        interleaved_cells(&o, cipher, size, warmup, run);
                     problems.extend(found.into_iter().map(|p| format!("{} {size} direct: {p}", name(cipher))));
-                    rows.push(row);
+                    let mut rows = std::vec![direct];
                     let mut paths = Vec::new();
                     if !o.direct_only {
                         paths.push(("loopback", p2p::loopback()));

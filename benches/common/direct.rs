@@ -39,7 +39,6 @@ use std::net::SocketAddr;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use ovpn_dco::control::actions::TransportId;
 use ovpn_dco::control::peers::{Endpoint, Peer};
@@ -485,17 +484,11 @@ pub struct DirectSetup {
     pub check: Check,
 }
 
-/// What a run measured.
+/// What the direct cell found besides its rate.
 pub struct DirectResult {
-    /// Packets delivered to B's upper layer in the timed part.
-    pub packets: u64,
-    pub wall: Duration,
-    pub cpu: Duration,
     /// Bytes the data paths copied (RX copy path, TX gathers) in the timed
     /// part, per delivered inner byte.
     pub copies_per_byte: f64,
-    /// Allocations on this thread in the timed part.
-    pub allocations: u64,
     pub problems: Vec<String>,
 }
 
@@ -781,36 +774,41 @@ impl Pair {
     }
 }
 
-/// Runs rounds for `warmup`, then counts delivered packets for `run`.
-pub fn run(s: &DirectSetup, warmup: Duration, run: Duration) -> DirectResult {
-    let mut pair = Pair::new(s);
-    let until = Instant::now() + warmup;
-    while Instant::now() < until {
-        pair.round();
+/// The direct cell, driven one round at a time so that the bench can
+/// measure it in turns with its baselines.
+pub struct DirectCell {
+    pair: Pair,
+    size: usize,
+}
+
+impl DirectCell {
+    pub fn new(s: &DirectSetup) -> Self {
+        Self { pair: Pair::new(s), size: s.size }
     }
-    let (p0, c0) = (pair.delivered, pair.a.copied_bytes() + pair.b.copied_bytes());
-    let allocations0 = allocations();
-    let (start, cpu0) = (Instant::now(), p2p::cpu_time());
-    while start.elapsed() < run {
-        pair.round();
+
+    /// One batch from A's TX ring to B's upper layer; the packets delivered.
+    pub fn round(&mut self) -> u64 {
+        let before = self.pair.delivered;
+        self.pair.round();
+        self.pair.delivered - before
     }
-    let (wall, cpu) = (start.elapsed(), p2p::cpu_time() - cpu0);
-    let allocations = allocations() - allocations0;
-    let packets = pair.delivered - p0;
-    let copied = pair.a.copied_bytes() + pair.b.copied_bytes() - c0;
-    let mut problems = pair.finish();
-    if packets == 0 {
-        problems.push("nothing delivered".into());
+
+    /// Bytes both data paths copied so far (RX copy path, TX gathers).
+    pub fn copied_bytes(&self) -> u64 {
+        self.pair.a.copied_bytes() + self.pair.b.copied_bytes()
     }
-    if allocations > 0 {
-        problems.push(format!("{allocations} allocations inside the timed loop"));
-    }
-    DirectResult {
-        packets,
-        wall,
-        cpu,
-        copies_per_byte: copied as f64 / (packets * s.size as u64).max(1) as f64,
-        allocations,
-        problems,
+
+    /// Drains, stops and closes everything; every problem found over the
+    /// whole run, given the `packets` and `copied` bytes and `allocations`
+    /// of its measured part.
+    pub fn finish(self, packets: u64, copied: u64, allocations: u64) -> DirectResult {
+        let mut problems = self.pair.finish();
+        if packets == 0 {
+            problems.push("nothing delivered".into());
+        }
+        if allocations > 0 {
+            problems.push(format!("{allocations} allocations inside the timed loop"));
+        }
+        DirectResult { copies_per_byte: copied as f64 / (packets * self.size as u64).max(1) as f64, problems }
     }
 }
