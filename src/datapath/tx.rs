@@ -444,31 +444,48 @@ fn finish_taken<O: Os, P: Peers<KeyOf<O>>>(
     usage: SendUse,
     outcome: Result<usize, DropReason>,
 ) {
+    let queue = match &usage {
+        SendUse::Data { queue, packet } => {
+            queue.flags.set_done(*packet);
+            Some(&**queue)
+        }
+        _ => None,
+    };
+    end_sends(link, &[slot], matches!(usage, SendUse::Control), queue, outcome);
+}
+
+/// The end of one request's sends (a single slot, or a batch), their
+/// records already taken and their packets' Scratch set: the slots back,
+/// the link's send count, the counters of `slots.len()` data (or control)
+/// packets, the in-flight count of the TX queue they came from, and the
+/// notification.
+fn end_sends<O: Os, P: Peers<KeyOf<O>>>(
+    link: &Link<O, P>,
+    slots: &[u16],
+    control: bool,
+    queue: Option<&TxShared>,
+    outcome: Result<usize, DropReason>,
+) {
     let shared = &*link.shared;
-    link.send.put(slot);
+    link.send.put_all(slots);
     link.end_send();
-    let stats = &shared.stats;
-    match (&usage, outcome) {
-        (SendUse::Data { .. } | SendUse::Batched { .. } | SendUse::Keepalive, Ok(bytes)) => {
-            bump(&stats.sent_data_packets);
+    let (stats, n) = (&shared.stats, slots.len() as u32);
+    match outcome {
+        Ok(bytes) => {
+            // SentControlPackets is counted by the control plane when it
+            // accepts the write; a failed send shows in LostOutControlPackets.
+            if !control {
+                bump_by(&stats.sent_data_packets, n);
+            }
             add(&stats.transport_bytes_sent, bytes);
         }
-        // SentControlPackets is counted by the control plane when it
-        // accepts the write; a failed send shows in LostOutControlPackets.
-        (SendUse::Control, Ok(bytes)) => add(&stats.transport_bytes_sent, bytes),
-        (SendUse::Data { .. } | SendUse::Batched { .. } | SendUse::Keepalive, Err(reason)) => {
-            shared.drop_packet(reason);
-            bump(&stats.lost_out_data_packets);
+        Err(reason) => {
+            shared.drop_packets(reason, u64::from(n));
+            bump_by(if control { &stats.lost_out_control_packets } else { &stats.lost_out_data_packets }, n);
         }
-        (SendUse::Control, Err(reason)) => {
-            shared.drop_packet(reason);
-            bump(&stats.lost_out_control_packets);
-        }
-        (SendUse::Free, _) => {}
     }
-    if let SendUse::Data { queue, packet } = usage {
-        queue.flags.set_done(packet);
-        queue.in_flight.fetch_sub(1, Ordering::AcqRel);
+    if let Some(queue) = queue {
+        queue.in_flight.fetch_sub(n, Ordering::AcqRel);
     }
     shared.tx_notify.progressed(&*shared.os);
 }
@@ -488,7 +505,6 @@ pub(crate) fn send_batch_complete<O: Os, P: Peers<KeyOf<O>>>(
 /// with the counters, the link's send count, the queue's in-flight count
 /// and the notification touched once for the batch.
 fn finish_batch<O: Os, P: Peers<KeyOf<O>>>(link: &Link<O, P>, first: u16, outcome: Result<usize, DropReason>) {
-    let shared = &*link.shared;
     let Some((usage, mut next)) = link.send.finish(first) else { return };
     let SendUse::Data { queue, packet } = usage else {
         // A slot sent alone (a transport bug): end that slot alone. A later
@@ -506,21 +522,7 @@ fn finish_batch<O: Os, P: Peers<KeyOf<O>>>(link: &Link<O, P>, first: u16, outcom
         n += 1;
         next = after;
     }
-    link.send.put_all(&slots[..n]);
-    link.end_send();
-    let stats = &shared.stats;
-    match outcome {
-        Ok(bytes) => {
-            bump_by(&stats.sent_data_packets, n as u32);
-            add(&stats.transport_bytes_sent, bytes);
-        }
-        Err(reason) => {
-            shared.drop_packets(reason, n as u64);
-            bump_by(&stats.lost_out_data_packets, n as u32);
-        }
-    }
-    queue.in_flight.fetch_sub(n as u32, Ordering::AcqRel);
-    shared.tx_notify.progressed(&*shared.os);
+    end_sends(link, &slots[..n], false, Some(&queue), outcome);
 }
 
 /// A packet's bytes: its fragments after the backfill, OS memory read only.
