@@ -79,6 +79,17 @@ pub(crate) enum Request {
     BatchMember,
 }
 
+impl Request {
+    /// The datagrams completed together with this one: its whole batch if
+    /// it heads one, else itself.
+    fn datagrams(self) -> usize {
+        match self {
+            Request::BatchHead(n) => usize::from(n).max(1),
+            _ => 1,
+        }
+    }
+}
+
 /// An accepted send on its way to the wire.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Outgoing {
@@ -578,10 +589,7 @@ impl TxEngine {
                     // A batch's datagrams were queued together, in order,
                     // and transmitted in the same round: they are due with
                     // their head and delivered with it.
-                    let n = match d.request {
-                        Request::BatchHead(n) => usize::from(n).min(st.done.len()),
-                        _ => 1,
-                    };
+                    let n = d.request.datagrams().min(st.done.len());
                     deliver.extend(st.done.drain(..n));
                 }
             }
@@ -589,11 +597,7 @@ impl TxEngine {
         let handled = batch.len() + deliver.len();
         let mut at = 0;
         while let Some(d) = deliver.get(at) {
-            let n = match d.request {
-                Request::BatchHead(n) => usize::from(n),
-                _ => 1,
-            };
-            let end = (at + n).min(deliver.len());
+            let end = (at + d.request.datagrams()).min(deliver.len());
             self.complete_request(&deliver[at..end]);
             at = end;
         }
