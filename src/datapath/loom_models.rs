@@ -169,18 +169,7 @@ fn loom_send_completions_vs_tx_advance_drain_in_order_and_wake_the_poll() {
         }
         transport.join().unwrap();
         assert!(drained == 2 || h.os.tx_notified.load(Ordering::SeqCst) > 0, "an armed poll was not woken");
-        txq.advance();
-        assert_eq!((q.packet_begin(), q.fragment_begin()), (2, 2), "every packet back, in order");
-        assert_eq!((txq.in_flight(), h.dp.drops().total()), (0, 0));
-        assert_eq!(h.dp.stats().snapshot().sent_data_packets, 2);
-        // Both slots free, and each only once: two sends fit, a third does not.
-        h.dp.send_control(tests::remote(), &[0x38, 1]).unwrap();
-        h.dp.send_control(tests::remote(), &[0x38, 2]).unwrap();
-        assert_eq!(h.dp.send_control(tests::remote(), &[0x38, 3]), Err(TxError::NoSendSlot));
-        let events = h.os.events();
-        for (slot, wire, _) in state.sent.lock().unwrap().clone().iter().skip(2) {
-            events.send_complete(SendSlot(*slot), NtStatus::SUCCESS, wire.len());
-        }
+        both_sent_back_and_both_slots_free_once(&h, &q, &txq);
         drop(txq);
         drop(h);
     });
@@ -226,20 +215,22 @@ fn loom_a_batch_completion_vs_tx_advance_drains_both_and_wakes_the_poll() {
         }
         transport.join().unwrap();
         assert!(drained == 2 || h.os.tx_notified.load(Ordering::SeqCst) > 0, "an armed poll was not woken");
-        txq.advance();
-        assert_eq!((q.packet_begin(), q.fragment_begin()), (2, 2), "every packet back, in order");
-        assert_eq!((txq.in_flight(), h.dp.drops().total()), (0, 0));
-        assert_eq!(h.dp.stats().snapshot().sent_data_packets, 2);
-        h.dp.send_control(tests::remote(), &[0x38, 1]).unwrap();
-        h.dp.send_control(tests::remote(), &[0x38, 2]).unwrap();
-        assert_eq!(h.dp.send_control(tests::remote(), &[0x38, 3]), Err(TxError::NoSendSlot));
-        let events = h.os.events();
-        for (slot, wire, _) in state.sent.lock().unwrap().clone().iter().skip(2) {
-            events.send_complete(SendSlot(*slot), NtStatus::SUCCESS, wire.len());
-        }
+        both_sent_back_and_both_slots_free_once(&h, &q, &txq);
         drop(txq);
         drop(h);
     });
+}
+
+/// The end of both TX models, after the completions: one more Advance
+/// returns both packets in ring order with nothing in flight or dropped,
+/// and both send slots are free, each only once (two control packets fit,
+/// a third does not).
+fn both_sent_back_and_both_slots_free_once(h: &Harness, q: &OsQueue, txq: &tx::TxQueue<FakeOs, FakePeers>) {
+    txq.advance();
+    assert_eq!((q.packet_begin(), q.fragment_begin()), (2, 2), "every packet back, in order");
+    assert_eq!((txq.in_flight(), h.dp.drops().total()), (0, 0));
+    assert_eq!(h.dp.stats().snapshot().sent_data_packets, 2);
+    tests::control_fills_every_slot(h, 2);
 }
 
 /// (c, RX) The one-shot RX notification: a datagram arrives on another CPU

@@ -204,13 +204,19 @@ fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
+/// Fills slot `slot` of `t` with `bytes` (the test owns it: idle, never
+/// sent or completed).
+fn fill(t: &impl Transport, slot: u16, bytes: &[u8]) -> (SendSlot, usize) {
+    // SAFETY: the slot is idle, so the test owns its SEND_SLOT_SIZE-byte
+    // buffer and writes only that.
+    unsafe { (&mut *t.slot_buffer(SendSlot(slot)).as_ptr())[..bytes.len()].copy_from_slice(bytes) };
+    (SendSlot(slot), bytes.len())
+}
+
 /// Writes `bytes` into `slot` and sends them.
 fn send(t: &impl Transport, slot: u16, bytes: &[u8], to: SocketAddr) -> Result<(), NtStatus> {
-    // SAFETY: the test owns the slot: it is idle (never sent, or completed).
-    let buf = unsafe { t.slot_buffer(SendSlot(slot)) };
-    // SAFETY: the slot buffer is SEND_SLOT_SIZE bytes and ours while idle.
-    unsafe { (&mut *buf.as_ptr())[..bytes.len()].copy_from_slice(bytes) };
-    t.send(SendSlot(slot), bytes.len(), to)
+    let (slot, len) = fill(t, slot, bytes);
+    t.send(slot, len, to)
 }
 
 fn payload(i: usize) -> Vec<u8> {
@@ -441,11 +447,26 @@ fn send_misuse_is_refused_and_reported() {
     assert_eq!(v.take_violations(), [Violation::SendAfterClose { socket: id, slot: 2 }]);
 }
 
-/// Fills slot `slot` of `t` with `bytes` (the driver owns it: idle).
-fn fill(t: &impl Transport, slot: u16, bytes: &[u8]) -> (SendSlot, usize) {
-    // SAFETY: the test owns the idle slot and writes only its own buffer.
-    unsafe { (&mut *t.slot_buffer(SendSlot(slot)).as_ptr())[..bytes.len()].copy_from_slice(bytes) };
-    (SendSlot(slot), bytes.len())
+/// Two datagram sockets on a threaded loopback hub, the sender completing
+/// in `mode`, each with a recording driver.
+struct ThreadedPair {
+    hub: LoopbackHub,
+    v: Arc<WskVerifier>,
+    ra: Arc<Recorder>,
+    rb: Arc<Recorder>,
+    a: DatagramSocket,
+    b: DatagramSocket,
+}
+
+fn threaded_pair(mode: CompletionMode) -> ThreadedPair {
+    let hub = LoopbackHub::new(LoopbackConfig::default());
+    let v = WskVerifier::new();
+    let config = WskConfig { send: SendConfig { completion: mode, ..Default::default() }, ..Default::default() };
+    let p = provider(&hub, &v, config);
+    let (ra, rb) = (Recorder::new(Policy::Copy), Recorder::new(Policy::Copy));
+    let a = p.open_datagram(addr("10.0.0.1:1"), None, false, ra.clone()).unwrap();
+    let b = p.open_datagram(addr("10.0.0.2:2"), None, false, rb.clone()).unwrap();
+    ThreadedPair { hub, v, ra, rb, a, b }
 }
 
 #[test]
@@ -456,13 +477,7 @@ fn a_send_batch_puts_every_datagram_on_the_wire_and_completes_once_in_every_mode
         CompletionMode::Delayed(Duration::from_millis(10)),
         CompletionMode::Batched(4),
     ] {
-        let hub = LoopbackHub::new(LoopbackConfig::default());
-        let v = WskVerifier::new();
-        let config = WskConfig { send: SendConfig { completion: mode, ..Default::default() }, ..Default::default() };
-        let p = provider(&hub, &v, config);
-        let (ra, rb) = (Recorder::new(Policy::Copy), Recorder::new(Policy::Copy));
-        let a = p.open_datagram(addr("10.0.0.1:1"), None, false, ra.clone()).unwrap();
-        let b = p.open_datagram(addr("10.0.0.2:2"), None, false, rb.clone()).unwrap();
+        let ThreadedPair { hub: _hub, v, ra, rb, a, b } = threaded_pair(mode);
         // Two batches (slots out of order on purpose) and a single send.
         let first: Vec<_> = [5u16, 2, 9].iter().map(|&k| fill(&a, k, &payload(k.into()))).collect();
         a.send_batch(&first, b.local_addr()).unwrap();
@@ -555,13 +570,7 @@ fn a_stream_socket_has_no_send_batch() {
 
 /// A threaded loopback pair whose sender completes in `mode`.
 fn completion_scenario(mode: CompletionMode, sends: u16) -> (Arc<Recorder>, Arc<Recorder>, Vec<Duration>) {
-    let hub = LoopbackHub::new(LoopbackConfig::default());
-    let v = WskVerifier::new();
-    let config = WskConfig { send: SendConfig { completion: mode, ..Default::default() }, ..Default::default() };
-    let p = provider(&hub, &v, config);
-    let (ra, rb) = (Recorder::new(Policy::Copy), Recorder::new(Policy::Copy));
-    let a = p.open_datagram(addr("10.0.0.1:1"), None, false, ra.clone()).unwrap();
-    let b = p.open_datagram(addr("10.0.0.2:2"), None, false, rb.clone()).unwrap();
+    let ThreadedPair { hub: _hub, v, ra, rb, a, b } = threaded_pair(mode);
     let mut before = Vec::new();
     for i in 0..sends {
         let t = Instant::now();
