@@ -19,7 +19,8 @@
 //! stream frames are copied into a pooled buffer ([`RX_COPY_BUFFERS`]) and
 //! decrypted there; the slot then owns the buffer instead of a reference.
 
-use crate::os::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use crate::os::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
+use crate::os::sync::cell::UnsafeCell;
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -80,14 +81,15 @@ struct Payload(NonNull<u8>);
 // to read, never dereferenced by another thread of the data path.
 unsafe impl Send for Payload {}
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum SlotState {
-    Free,
+/// An RX slot's state ([`RxSlot::state`]).
+mod slot_state {
+    pub const FREE: u8 = 0;
     /// Filled, waiting in the pending queue for Advance.
-    Queued,
+    pub const QUEUED: u8 = 1;
     /// In the rings; the OS returns it through EvtAdapterReturnRxBuffer.
-    Indicated,
+    pub const INDICATED: u8 = 2;
 }
+use slot_state::{FREE, INDICATED, QUEUED};
 
 /// What keeps an RX slot's bytes alive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,12 +100,57 @@ enum Owner {
     Copied(u16),
 }
 
+/// What a filled RX slot carries.
 #[derive(Debug)]
-struct RxSlot {
-    state: SlotState,
+struct SlotFields {
     owner: Option<Owner>,
     payload: Option<Payload>,
     len: u32,
+}
+
+/// An RX slot. Its fields have one owner at a time, handed on by `state`
+/// rather than a lock (three locked operations fewer per packet, each a
+/// spin-lock raise and release in the kernel):
+/// - Free, index taken from the slot pool: the receive path, which fills
+///   the fields and publishes QUEUED;
+/// - QUEUED: whoever holds the index (a receive batch, the pending queue,
+///   then Advance or Cancel); Advance reads the fields and publishes
+///   INDICATED;
+/// - INDICATED: the one whose compare-exchange (a return) or swap (a free)
+///   moves it back to FREE, which alone then empties the fields and puts
+///   the index back into the pool.
+///
+/// A return context naming a slot in any other state fails its
+/// compare-exchange and touches nothing: a misbehaving OS cannot reach the
+/// fields of a slot it does not hold.
+struct RxSlot {
+    state: AtomicU8,
+    fields: UnsafeCell<SlotFields>,
+}
+
+// SAFETY: the fields are only reached by the one owner the state hand-off
+// above designates, each access ordered after the previous owner's by the
+// Release/Acquire pair on `state` (or the pending queue's lock).
+unsafe impl Sync for RxSlot {}
+
+impl RxSlot {
+    fn new() -> Self {
+        Self { state: AtomicU8::new(FREE), fields: UnsafeCell::new(SlotFields { owner: None, payload: None, len: 0 }) }
+    }
+
+    /// Empties the fields of a slot this caller just moved to FREE.
+    ///
+    /// # Safety
+    /// The caller's own transition moved the slot to FREE, and its index is
+    /// not in the pool yet: nobody else may touch the fields.
+    unsafe fn take_owner(&self) -> Option<Owner> {
+        self.fields.with_mut(|f| {
+            // SAFETY: the caller's contract: the sole owner of the fields.
+            let f = unsafe { &mut *f };
+            f.payload = None;
+            f.owner.take()
+        })
+    }
 }
 
 struct Pending {
@@ -116,7 +163,7 @@ struct Pending {
 pub(crate) struct RxState<O: Os, P: Peers<KeyOf<O>>> {
     records: Box<[Record<O, P>]>,
     record_pool: IndexPool,
-    slots: Box<[SpinLock<RxSlot>]>,
+    slots: Box<[RxSlot]>,
     slot_pool: IndexPool,
     buffers: BufferPool<RX_BUFFER_SIZE>,
     pending: SpinLock<Pending>,
@@ -130,10 +177,7 @@ impl<O: Os, P: Peers<KeyOf<O>>> RxState<O, P> {
             .map(|_| Record { refs: AtomicU32::new(0), held: SpinLock::new(None) })
             .collect::<Vec<_>>()
             .into_boxed_slice();
-        let slots = (0..RX_SLOTS_MAX)
-            .map(|_| SpinLock::new(RxSlot { state: SlotState::Free, owner: None, payload: None, len: 0 }))
-            .collect::<Vec<_>>()
-            .into_boxed_slice();
+        let slots = (0..RX_SLOTS_MAX).map(|_| RxSlot::new()).collect::<Vec<_>>().into_boxed_slice();
         Self {
             records,
             record_pool: IndexPool::full(RX_RETAINED_LISTS_MAX),
@@ -260,18 +304,16 @@ impl<O: Os, P: Peers<KeyOf<O>>> RxState<O, P> {
         }
     }
 
-    /// Frees a slot in any state but Free, releasing what it owned.
+    /// Frees a slot in any state but Free, releasing what it owned. Only
+    /// the holder of the index calls it (see [`RxSlot`]).
     fn free_slot(&self, index: u16) {
         let Some(slot) = self.slots.get(usize::from(index)) else { return };
-        let owner = {
-            let mut s = slot.lock();
-            if s.state == SlotState::Free {
-                return;
-            }
-            s.state = SlotState::Free;
-            s.payload = None;
-            s.owner.take()
-        };
+        if slot.state.swap(FREE, Ordering::AcqRel) == FREE {
+            return;
+        }
+        // SAFETY: the swap moved the slot to FREE (a return racing it fails
+        // its compare-exchange) and the index is not back in the pool.
+        let owner = unsafe { slot.take_owner() };
         if let Some(owner) = owner {
             self.release_owner(owner);
         }
@@ -288,11 +330,13 @@ impl<O: Os, P: Peers<KeyOf<O>>> RxState<O, P> {
                 r.refs.fetch_add(1, Ordering::AcqRel);
             }
         }
-        let mut s = slot.lock();
-        s.state = SlotState::Queued;
-        s.owner = Some(owner);
-        s.payload = Some(Payload(payload));
-        s.len = len;
+        slot.fields.with_mut(|f| {
+            // SAFETY: the caller took `index` from the slot pool: FREE, and
+            // the fields are its own until QUEUED is published below.
+            let f = unsafe { &mut *f };
+            *f = SlotFields { owner: Some(owner), payload: Some(Payload(payload)), len };
+        });
+        slot.state.store(QUEUED, Ordering::Release);
         Ok(())
     }
 
@@ -858,17 +902,12 @@ pub(crate) fn return_buffer<O: Os, P: Peers<KeyOf<O>>>(shared: &Shared<O, P>, re
         return;
     };
     let owner = match rx.slots.get(usize::from(index)) {
-        Some(slot) => {
-            let mut s = slot.lock();
-            if s.state == SlotState::Indicated {
-                s.state = SlotState::Free;
-                s.payload = None;
-                s.owner.take()
-            } else {
-                None
-            }
+        Some(slot) if slot.state.compare_exchange(INDICATED, FREE, Ordering::AcqRel, Ordering::Acquire).is_ok() => {
+            // SAFETY: this compare-exchange moved the slot from INDICATED to
+            // FREE; its index goes back to the pool only below.
+            unsafe { slot.take_owner() }
         }
-        None => None,
+        _ => None,
     };
     match owner {
         Some(owner) => {
@@ -933,16 +972,15 @@ impl<O: Os, P: Peers<KeyOf<O>>> RxQueue<O, P> {
     fn indicate(&self, r: &mut RxRings, index: u16, packet: u32, fragment: u32) -> bool {
         let rx = &self.shared.rx;
         let Some(slot) = rx.slots.get(usize::from(index)) else { return false };
-        let (payload, len) = {
-            let mut s = slot.lock();
-            match (s.state, s.payload) {
-                (SlotState::Queued, Some(payload)) => {
-                    s.state = SlotState::Indicated;
-                    (payload, s.len)
-                }
-                _ => return false,
-            }
-        };
+        if slot.state.load(Ordering::Acquire) != QUEUED {
+            return false;
+        }
+        // SAFETY: Advance took `index` off the pending queue and the slot is
+        // QUEUED: its fields are Advance's until INDICATED is published
+        // (nothing but the holder moves a QUEUED slot).
+        let fields = slot.fields.with(|f| unsafe { (*f).payload.map(|p| (p, (*f).len)) });
+        let Some((payload, len)) = fields else { return false };
+        slot.state.store(INDICATED, Ordering::Release);
         let written = (|| {
             r.rings.fragments.get_mut(fragment).ok()?.set_rx_payload(len).ok()?;
             r.rings.fragments.extension_mut(&r.virtual_address, fragment).ok()?.virtual_address =

@@ -20,6 +20,39 @@ pub mod atomic {
     pub use loom::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 }
 
+/// Memory passed between CPUs by an ownership hand-off on an atomic instead
+/// of a lock (an RX slot's fields): `core`'s `UnsafeCell`, or loom's under
+/// `cfg(loom)`, whose models then fail on any access to it that the
+/// hand-off does not order after the previous owner's.
+pub mod cell {
+    /// `core::cell::UnsafeCell` with loom's access API.
+    #[cfg(not(all(loom, test)))]
+    #[derive(Debug)]
+    pub struct UnsafeCell<T>(core::cell::UnsafeCell<T>);
+
+    #[cfg(not(all(loom, test)))]
+    impl<T> UnsafeCell<T> {
+        pub const fn new(value: T) -> Self {
+            Self(core::cell::UnsafeCell::new(value))
+        }
+
+        /// Reads through the pointer; the caller's hand-off must exclude
+        /// every concurrent writer.
+        pub fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+            f(self.0.get())
+        }
+
+        /// Writes through the pointer; the caller's hand-off must make it
+        /// the only one touching the value.
+        pub fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+            f(self.0.get())
+        }
+    }
+
+    #[cfg(all(loom, test))]
+    pub use loom::cell::UnsafeCell;
+}
+
 /// Mutual exclusion for `T`; critical sections must be short and must not
 /// call back into code that takes the same lock.
 pub struct SpinLock<T> {
