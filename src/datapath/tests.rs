@@ -771,6 +771,40 @@ fn received_data_is_decrypted_in_place_and_indicated_without_a_copy() {
     assert_eq!(h.dp.occupancy(), Occupancy::default());
 }
 
+/// A return context the OS was never given (a slot free, or queued and not
+/// yet indicated, or out of range) is refused and counted, and the slot it
+/// names is left alone: its packet is still indicated intact and returned
+/// once, and the list released once.
+#[test]
+fn returns_naming_slots_not_indicated_are_refused_without_touching_them() {
+    let mut h = Harness::new(8);
+    let mut q = OsQueue::new();
+    let rxq = rx_queue(&h, &mut q);
+    let (a, b) = (ipv4(300, 7), ipv4(1200, 8));
+    let mut ind = Indication::single(&[h.seal(&a), h.seal(&b)]);
+    assert_eq!(ind.deliver(&h.os.events()), NtStatus::PENDING);
+    let bogus = [0, usize::from(RX_SLOTS_MAX) + 1, usize::MAX];
+    for context in (1..=usize::from(RX_SLOTS_MAX)).chain(bogus) {
+        h.dp.return_rx_buffer(context);
+    }
+    let refused = usize::from(RX_SLOTS_MAX) + bogus.len();
+    assert_eq!(h.dp.drops().get(DropReason::RxBadReturnContext), refused as u64);
+    assert_eq!(h.dp.occupancy().rx_slots, 2, "both queued slots still held");
+    assert_eq!(h.dp.occupancy().rx_pending, 2);
+
+    q.packets.set_end(RING - 1);
+    q.fragments.set_end(RING - 1);
+    rxq.advance();
+    assert_eq!(q.packet_begin(), 2);
+    assert_eq!((q.fragment_bytes(0), q.fragment_bytes(1)), (a, b));
+    let state = h.os.state();
+    h.dp.return_rx_buffer(q.return_context(0));
+    h.dp.return_rx_buffer(q.return_context(1));
+    assert_eq!(state.released.lock().unwrap().as_slice(), &[ind.head().as_ptr() as usize]);
+    assert_eq!(h.dp.drops().get(DropReason::RxBadReturnContext), refused as u64, "both real returns taken");
+    assert_eq!(h.dp.occupancy(), Occupancy::default());
+}
+
 /// The RX counters are added once per list and per run of one peer's
 /// packets: across runs broken by an unknown peer id, failures after the
 /// peer lookup (a replay, a forged tag), a keepalive, several pushes of
