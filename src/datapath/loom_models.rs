@@ -129,6 +129,55 @@ fn loom_two_receive_events_advance_and_returns_release_each_list_once() {
     });
 }
 
+/// (a') A stale EvtAdapterReturnRxBuffer (an OS returning a context a
+/// second time) on another CPU races the refill of that slot by the next
+/// datagram, its indication and its real return; the driver's side and the
+/// stale return meet only on the slot's state. Whichever comes first,
+/// exactly one of the two returns is refused and counted, each list is
+/// released once, and every slot ends free. Loom's `UnsafeCell` fails the
+/// model on any access to the slot's fields the hand-off does not order
+/// (a Relaxed publication of INDICATED, say).
+#[test]
+fn loom_a_stale_return_races_a_refill_of_its_slot() {
+    model(|| {
+        let mut h = Harness::new(2);
+        let mut q = OsQueue::new();
+        let rxq = rx_queue(&h, &mut q);
+        let events = h.os.events();
+        let mut first = Indication::single(&[h.seal(&ipv4(40, 1))]);
+        assert_eq!(first.deliver(&events), NtStatus::PENDING);
+        let mask = RING - 1;
+        q.packets.set_end(mask);
+        q.fragments.set_end(mask);
+        rxq.advance();
+        let context = q.return_context(0);
+        h.dp.return_rx_buffer(context);
+
+        let shared = h.dp.shared.clone();
+        let stale = on_another_cpu(move || rx::return_buffer(&shared, context));
+
+        let mut second = Indication::single(&[h.seal(&ipv4(40, 2))]);
+        assert_eq!(second.deliver(&events), NtStatus::PENDING);
+        rxq.advance();
+        assert_eq!(q.packet_begin(), 2, "the second datagram indicated");
+        let refill = q.return_context(q.packet(1).fragment_index);
+        assert_eq!(refill, context, "the next datagram reuses the returned slot");
+        h.dp.return_rx_buffer(refill);
+        stale.join().unwrap();
+
+        assert_eq!(h.dp.drops().get(DropReason::RxBadReturnContext), 1, "one of the two returns refused");
+        let released = h.os.state().released.lock().unwrap().clone();
+        let heads = [first.head().as_ptr() as usize, second.head().as_ptr() as usize];
+        for head in heads {
+            assert_eq!(released.iter().filter(|r| **r == head).count(), 1, "each list released once");
+        }
+        end_rx(&rxq);
+        assert_eq!(h.dp.occupancy(), Occupancy::default());
+        drop(rxq);
+        drop(h);
+    });
+}
+
 /// (b) Send completions vs TX Advance's drain, and (c, TX) the one-shot
 /// notification: the transport completes two sends in reverse order on its
 /// own CPU while the poll drains and, having drained nothing new, arms

@@ -109,20 +109,24 @@ struct SlotFields {
 }
 
 /// An RX slot. Its fields have one owner at a time, handed on by `state`
-/// rather than a lock (three locked operations fewer per packet, each a
-/// spin-lock raise and release in the kernel):
-/// - Free, index taken from the slot pool: the receive path, which fills
-///   the fields and publishes QUEUED;
+/// (and the locks of the pool and the pending queue the index travels
+/// through) rather than a per-slot lock: three lock acquisitions per
+/// packet fewer, each a raise to DISPATCH_LEVEL and two locked operations
+/// in the kernel.
+/// - FREE, index taken from the slot pool (whose lock orders it after the
+///   previous owner's put): the receive path, which fills the fields and
+///   publishes QUEUED;
 /// - QUEUED: whoever holds the index (a receive batch, the pending queue,
-///   then Advance or Cancel); Advance reads the fields and publishes
-///   INDICATED;
-/// - INDICATED: the one whose compare-exchange (a return) or swap (a free)
-///   moves it back to FREE, which alone then empties the fields and puts
-///   the index back into the pool.
+///   then Advance, or Cancel draining the queue). Advance reads the fields,
+///   writes the ring elements and only then publishes INDICATED; whoever
+///   frees a QUEUED slot is its holder;
+/// - INDICATED: the return whose compare-exchange moves it back to FREE,
+///   which alone then empties the fields and puts the index back into the
+///   pool.
 ///
 /// A return context naming a slot in any other state fails its
 /// compare-exchange and touches nothing: a misbehaving OS cannot reach the
-/// fields of a slot it does not hold.
+/// fields of a slot it was not given.
 struct RxSlot {
     state: AtomicU8,
     fields: UnsafeCell<SlotFields>,
@@ -304,15 +308,18 @@ impl<O: Os, P: Peers<KeyOf<O>>> RxState<O, P> {
         }
     }
 
-    /// Frees a slot in any state but Free, releasing what it owned. Only
-    /// the holder of the index calls it (see [`RxSlot`]).
+    /// Frees a QUEUED slot, releasing what it owned. Only the holder of the
+    /// index calls it (see [`RxSlot`]), never for an INDICATED slot: that
+    /// one is the OS's to return.
     fn free_slot(&self, index: u16) {
         let Some(slot) = self.slots.get(usize::from(index)) else { return };
-        if slot.state.swap(FREE, Ordering::AcqRel) == FREE {
+        if slot.state.compare_exchange(QUEUED, FREE, Ordering::AcqRel, Ordering::Acquire).is_err() {
             return;
         }
-        // SAFETY: the swap moved the slot to FREE (a return racing it fails
-        // its compare-exchange) and the index is not back in the pool.
+        // SAFETY: the caller holds the index of a QUEUED slot, which no
+        // return can take, and the compare-exchange made it FREE without
+        // putting the index back into the pool: the fields are the
+        // caller's alone.
         let owner = unsafe { slot.take_owner() };
         if let Some(owner) = owner {
             self.release_owner(owner);
@@ -977,10 +984,9 @@ impl<O: Os, P: Peers<KeyOf<O>>> RxQueue<O, P> {
         }
         // SAFETY: Advance took `index` off the pending queue and the slot is
         // QUEUED: its fields are Advance's until INDICATED is published
-        // (nothing but the holder moves a QUEUED slot).
+        // below (nothing but the holder moves a QUEUED slot).
         let fields = slot.fields.with(|f| unsafe { (*f).payload.map(|p| (p, (*f).len)) });
         let Some((payload, len)) = fields else { return false };
-        slot.state.store(INDICATED, Ordering::Release);
         let written = (|| {
             r.rings.fragments.get_mut(fragment).ok()?.set_rx_payload(len).ok()?;
             r.rings.fragments.extension_mut(&r.virtual_address, fragment).ok()?.virtual_address =
@@ -1006,12 +1012,17 @@ impl<O: Os, P: Peers<KeyOf<O>>> RxQueue<O, P> {
             Some(())
         })();
         if written.is_none() {
-            // Cannot happen with rings the OS checked; if it does, the
-            // elements stay unindicated and the slot goes back.
+            // Only an OS that moved the rings' indices under Advance gets
+            // here; the elements stay unindicated and the slot, still
+            // QUEUED and Advance's alone (a return cannot take it), goes
+            // back.
             rx.free_slot(index);
             self.shared.drop_packet(DropReason::RxNoSlot);
             return false;
         }
+        // Only now may a return (even a stale one) take the slot: the OS
+        // sees the packet when Advance moves BeginIndex after this.
+        slot.state.store(INDICATED, Ordering::Release);
         true
     }
 
