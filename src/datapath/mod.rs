@@ -122,6 +122,17 @@ pub const TX_MAX_FRAGMENTS: u16 = 16;
 /// Send slots the data path uses per socket (the transport may offer fewer).
 pub const SEND_SLOTS_MAX: u16 = table(1024, 4);
 
+/// Send slots data packets leave free for control-packet writes and
+/// keepalives, so that a data stream holding every other slot in flight
+/// (a link slower than the offered load) never fails OpenVPN's WriteFile or
+/// starves the keepalive: at most this many, and one in
+/// [`SEND_SLOTS_CONTROL_SHARE`] of what the transport offers (a transport
+/// with fewer than that many slots reserves none).
+pub const SEND_SLOTS_CONTROL_RESERVE: u16 = 16;
+
+/// See [`SEND_SLOTS_CONTROL_RESERVE`].
+pub const SEND_SLOTS_CONTROL_SHARE: u16 = 16;
+
 /// What the data path needs from the control plane. P2P has one peer; MP
 /// looks peers up by id and by inner address (VPN address or iroute).
 pub trait Peers<K>: Send + Sync + 'static {

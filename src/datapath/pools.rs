@@ -46,8 +46,13 @@ impl IndexPool {
     /// Takes up to `out.len()` indices under one lock, in the order single
     /// [`IndexPool::take`]s would hand them out; returns how many.
     pub fn take_into(&self, out: &mut [u16]) -> usize {
+        self.take_into_leaving(out, 0)
+    }
+
+    /// As [`IndexPool::take_into`], but never the last `leave` free ones.
+    pub fn take_into_leaving(&self, out: &mut [u16], leave: usize) -> usize {
         let mut s = self.free.lock();
-        let n = out.len().min(s.len);
+        let n = out.len().min(s.len.saturating_sub(leave));
         let rest = s.len - n;
         let Some(taken) = s.items.get(rest..s.len) else { return 0 };
         for (slot, &index) in out.iter_mut().zip(taken.iter().rev()) {

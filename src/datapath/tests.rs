@@ -1254,6 +1254,61 @@ fn without_send_slots_packets_wait_and_drain_in_ring_order() {
     assert_eq!((q.packet_begin(), q.fragment_begin()), (4, 4));
 }
 
+/// Data packets never take the last free send slots: with the link slower
+/// than the offered load, the TX ring's packets may hold every other slot
+/// in flight, and OpenVPN's control writes and the keepalive must still go
+/// out (a failed WriteFile is a lost TLS record). Data past the limit waits
+/// in the ring (back-pressure, nothing dropped) and goes out in order once
+/// slots free.
+#[test]
+fn data_leaves_the_control_reserve_to_control_writes_and_keepalives() {
+    let slots = 2 * SEND_SLOTS_CONTROL_SHARE;
+    let reserve = usize::from((slots / SEND_SLOTS_CONTROL_SHARE).min(SEND_SLOTS_CONTROL_RESERVE));
+    assert_eq!(reserve, 2);
+    let mut h = Harness::new(slots);
+    let mut q = OsQueue::new();
+    let txq = tx_queue(&h, &mut q);
+    let state = h.os.state();
+    let events = h.os.events();
+    // Earlier control packets still in flight leave data 4 slots above the
+    // reserve.
+    let busy = usize::from(slots) - reserve - 4;
+    for i in 0..busy {
+        h.dp.send_control(remote(), &[0x38, i as u8]).unwrap();
+    }
+    let packets: Vec<Vec<u8>> = (0..7).map(|i| ipv4(300 + i, i as u8)).collect();
+    let mut f = 0;
+    for (i, p) in packets.iter().enumerate() {
+        f = q.post(i as u32, f, &[p]);
+    }
+    q.packets.set_end(7);
+    q.fragments.set_end(7);
+    txq.advance();
+    assert_eq!(state.sent.lock().unwrap().len(), busy + 4, "data stops at the reserve");
+    assert_eq!(h.dp.drops().total(), 0, "nothing dropped: the rest waits in the ring");
+
+    h.dp.send_keepalive(&h.peer.clone()).unwrap();
+    h.dp.send_control(remote(), &[0x38, 0xee]).unwrap();
+    assert_eq!(h.dp.send_control(remote(), &[0x38, 0xef]), Err(TxError::NoSendSlot), "the reserve is used up");
+    let sent = state.sent.lock().unwrap().clone();
+    assert_eq!(h.open(&sent[busy + 4].1), KEEPALIVE_PING.to_vec());
+    assert_eq!(sent[busy + 5].1, [0x38, 0xee]);
+
+    for (slot, wire, _) in &sent {
+        events.send_complete(SendSlot(*slot), NtStatus::SUCCESS, wire.len());
+    }
+    txq.advance();
+    let sent = state.sent.lock().unwrap().clone();
+    for (slot, wire, _) in &sent[busy + 6..] {
+        events.send_complete(SendSlot(*slot), NtStatus::SUCCESS, wire.len());
+    }
+    txq.advance();
+    assert_eq!(q.packet_begin(), 7, "every data packet sent and returned");
+    let data: Vec<Vec<u8>> = sent[busy..busy + 4].iter().chain(&sent[busy + 6..]).map(|(_, w, _)| h.open(w)).collect();
+    assert_eq!(data, packets, "in ring order");
+    assert_eq!(h.dp.drops().get(DropReason::TxNoSendSlot), 1, "only the control write past the reserve");
+}
+
 #[test]
 fn fragmented_packets_and_syns_to_clamp_are_gathered_into_the_slot() {
     let mut h = Harness::new(8);

@@ -25,11 +25,15 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 use core::ptr::NonNull;
+use core::sync::atomic::AtomicUsize;
 
 use super::pools::{IndexDeque, IndexPool};
 use super::socket::{Link, LinkKind};
 use super::stats::{DropReason, add, bump, bump_by};
-use super::{KeyOf, Peers, SEND_SLOTS_MAX, Shared, TX_MAX_FRAGMENTS, TX_PAYLOAD_BACKFILL, ip};
+use super::{
+    KeyOf, Peers, SEND_SLOTS_CONTROL_RESERVE, SEND_SLOTS_CONTROL_SHARE, SEND_SLOTS_MAX, Shared, TX_MAX_FRAGMENTS,
+    TX_PAYLOAD_BACKFILL, ip,
+};
 use crate::control::peers::Peer;
 use crate::control::stats::DeviceStats;
 use crate::netcx::extension::{Extension, NetFragmentVirtualAddress};
@@ -205,6 +209,9 @@ struct SendEntry {
 pub(crate) struct SendSlots {
     entries: Box<[SpinLock<SendEntry>]>,
     free: IndexPool,
+    /// Free slots data packets leave to control writes and keepalives
+    /// ([`SEND_SLOTS_CONTROL_RESERVE`]); set when the socket attaches.
+    control_reserve: AtomicUsize,
 }
 
 impl SendSlots {
@@ -214,11 +221,13 @@ impl SendSlots {
             .map(|_| SpinLock::new(SendEntry { usage: SendUse::Free, len: 0, remote: unspecified, next: None }))
             .collect::<Vec<_>>()
             .into_boxed_slice();
-        Self { entries, free: IndexPool::empty(capacity) }
+        Self { entries, free: IndexPool::empty(capacity), control_reserve: AtomicUsize::new(0) }
     }
 
     /// The transport's slots `0..count` are free (socket attach).
     pub(crate) fn fill(&self, count: u16) {
+        let reserve = (count / SEND_SLOTS_CONTROL_SHARE).min(SEND_SLOTS_CONTROL_RESERVE);
+        self.control_reserve.store(usize::from(reserve), Ordering::Relaxed);
         self.free.fill(count);
     }
 
@@ -230,8 +239,10 @@ impl SendSlots {
         self.free.put(slot);
     }
 
-    fn take_into(&self, out: &mut [u16]) -> usize {
-        self.free.take_into(out)
+    /// Slots for data packets: up to `out.len()`, never the control
+    /// reserve.
+    fn take_for_data(&self, out: &mut [u16]) -> usize {
+        self.free.take_into_leaving(out, self.control_reserve.load(Ordering::Relaxed))
     }
 
     fn put_all(&self, slots: &[u16]) {
@@ -825,9 +836,8 @@ impl<K> TxRoute<K> {
 
 /// Send slots an Advance takes from the socket's free list at a time: one
 /// lock per this many packets instead of one per packet, and never more than
-/// the packets it still has to post. The unused ones go back when the
-/// Advance ends, so a control write or keepalive on another CPU can find the
-/// list short by at most this many, and only while an Advance runs.
+/// the packets it still has to post, nor the control reserve. The unused
+/// ones go back when the Advance ends.
 const TX_SLOT_BATCH: usize = 16;
 
 /// The send slots one Advance holds and has not used yet.
@@ -849,7 +859,7 @@ impl SlotStash {
     fn take(&mut self, send: &SendSlots) -> Option<u16> {
         if self.next >= self.len {
             let want = self.unposted.clamp(1, TX_SLOT_BATCH);
-            self.len = self.slots.get_mut(..want).map_or(0, |out| send.take_into(out));
+            self.len = self.slots.get_mut(..want).map_or(0, |out| send.take_for_data(out));
             self.next = 0;
         }
         let slot = *self.slots.get(self.next..self.len)?.first()?;
