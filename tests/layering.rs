@@ -55,68 +55,162 @@ fn kernel_lines(src: &str) -> Vec<(usize, &str)> {
         .collect()
 }
 
-/// The start of each top-level item of a `use` group, `group` being the
-/// text after its `{`: `sync::{A, B}, time::C}` gives `sync::{A, B}` and
-/// `time::C}`.
-fn group_names(group: &str) -> Vec<&str> {
-    let (mut names, mut depth, mut start) = (Vec::new(), 0usize, 0);
-    for (i, c) in group.char_indices() {
+/// The module path of a source file under `src/`: `control/peers.rs` is
+/// `["control", "peers"]`, `control/mod.rs` is `["control"]`.
+fn module_of(name: &str) -> Vec<String> {
+    let mut parts: Vec<String> = name.trim_end_matches(".rs").split('/').map(str::to_owned).collect();
+    if parts.last().is_some_and(|p| p == "mod" || p == "lib") {
+        parts.pop();
+    }
+    parts
+}
+
+/// A `use` tree's leaves as full paths: `a::{b, c::{d, e as f}}` gives
+/// `a::b`, `a::c::d`, `a::c::e`.
+fn expand_use(tree: &str) -> Vec<String> {
+    let tree: String = tree.replace(" as ", "@").chars().filter(|c| !c.is_whitespace()).collect();
+    let mut out = Vec::new();
+    expand_into(&tree, &mut out);
+    out
+}
+
+fn expand_into(tree: &str, out: &mut Vec<String>) {
+    let Some(open) = tree.find('{') else {
+        out.push(tree.split('@').next().unwrap_or("").to_owned());
+        return;
+    };
+    let prefix = &tree[..open];
+    let (mut depth, mut start) = (0usize, open + 1);
+    for (i, c) in tree.char_indices().skip(open + 1) {
         match c {
             '{' => depth += 1,
-            '}' if depth == 0 => break,
+            '}' if depth == 0 => {
+                let item = &tree[start..i];
+                if !item.is_empty() {
+                    expand_into(&format!("{prefix}{item}"), out);
+                }
+                return;
+            }
             '}' => depth -= 1,
             ',' if depth == 0 => {
-                names.push(group[start..i].trim());
+                expand_into(&format!("{prefix}{}", &tree[start..i]), out);
                 start = i + 1;
             }
             _ => {}
         }
     }
-    names.push(group[start..].trim());
-    names
 }
 
-/// Every violation in one file's text.
+/// `path` with a leading `self::`/`super::` chain made absolute
+/// (`crate::…`) from `module`; other paths as they are.
+fn resolve(module: &[String], path: &str) -> String {
+    let mut base: Vec<&str> = module.iter().map(String::as_str).collect();
+    let mut segments = path.split("::").peekable();
+    let relative = matches!(segments.peek(), Some(&"self") | Some(&"super"));
+    if !relative {
+        return path.to_owned();
+    }
+    while let Some(&s) = segments.peek() {
+        match s {
+            "self" => {}
+            "super" => {
+                base.pop();
+            }
+            _ => break,
+        }
+        segments.next();
+    }
+    let rest: Vec<&str> = segments.collect();
+    std::iter::once("crate").chain(base).chain(rest).collect::<Vec<_>>().join("::")
+}
+
+/// Every `use` declaration of the kernel lines (`pub`, `pub(crate)` …
+/// included, however many lines rustfmt spread it over): the line it
+/// starts on and each path it imports, made absolute.
+fn use_paths(module: &[String], lines: &[(usize, &str)]) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let (mut statement, mut start) = (String::new(), 0);
+    for &(n, line) in lines {
+        let text = line.trim();
+        if statement.is_empty() {
+            let body = match text.strip_prefix("pub(") {
+                Some(rest) => rest.split_once(')').map_or(rest, |(_, after)| after).trim_start(),
+                None => text.strip_prefix("pub ").unwrap_or(text),
+            };
+            let Some(tree) = body.strip_prefix("use ") else { continue };
+            statement.push_str(tree);
+            start = n;
+        } else {
+            statement.push(' ');
+            statement.push_str(text);
+        }
+        if let Some(end) = statement.find(';') {
+            for path in expand_use(&statement[..end]) {
+                out.push((start, resolve(module, &path)));
+            }
+            statement.clear();
+        }
+    }
+    out
+}
+
+/// What is wrong with an absolute path a file of `layer` imports, if
+/// anything.
+fn path_violation(layer: &str, forbidden: &[&str], path: &str) -> Option<String> {
+    let mut segments = path.strip_prefix("crate::")?.split("::");
+    let top = segments.next()?;
+    if forbidden.contains(&top) {
+        return Some(format!("`{layer}` may not use `{top}`"));
+    }
+    if top == "os" {
+        let service = segments.next().unwrap_or("");
+        if !OS_INTERFACE.contains(&service) {
+            return Some(format!("`os::{service}` is not the os interface"));
+        }
+    }
+    None
+}
+
+/// Every violation in one file's text; `name` is its path under `src/`.
 fn violations(layer: &str, forbidden: &[&str], name: &str, src: &str) -> Vec<String> {
     let mut found = Vec::new();
-    for (n, line) in kernel_lines(src) {
+    let lines = kernel_lines(src);
+    let module = module_of(name);
+    let mut in_use = std::collections::BTreeSet::new();
+    for (n, path) in use_paths(&module, &lines) {
+        in_use.insert(n);
+        if let Some(why) = path_violation(layer, forbidden, &path) {
+            found.push(format!("{name}:{n}: {why}: use {path}"));
+        }
+    }
+    for &(n, line) in &lines {
         for host in HOST_ONLY {
             if line.contains(host) {
                 found.push(format!("{name}:{n}: host-only `{host}`: {}", line.trim()));
             }
         }
-        for module in forbidden {
-            for path in [format!("crate::{module}::"), format!("crate::{module};"), format!("crate::{module}}}")] {
-                if line.contains(&path) {
-                    found.push(format!("{name}:{n}: `{layer}` may not use `{module}`: {}", line.trim()));
-                }
-            }
+        if in_use.contains(&n) {
+            continue;
         }
-        // `crate::os::X` or `crate::os::{X::.., Y}`: only the services
-        // interface. A group is read on its own line (rustfmt splits a long
-        // one over several; their first names are then not checked here).
+        // A path written out in the code rather than imported.
         let mut rest = line;
-        while let Some(at) = rest.find("crate::os::") {
-            rest = &rest[at + "crate::os::".len()..];
-            let items = match rest.strip_prefix('{') {
-                Some(group) => group_names(group),
-                None => std::vec![rest],
-            };
-            for item in items {
-                let item: String = item.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
-                if !item.is_empty() && !OS_INTERFACE.contains(&item.as_str()) {
-                    found.push(format!("{name}:{n}: `os::{item}` is not the os interface: {}", line.trim()));
-                }
+        while let Some(at) = rest.find("crate::") {
+            rest = &rest[at..];
+            let path: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':').collect();
+            rest = &rest[path.len().max(1)..];
+            if let Some(why) = path_violation(layer, forbidden, path.trim_end_matches(':')) {
+                found.push(format!("{name}:{n}: {why}: {}", line.trim()));
             }
         }
     }
+    found.sort_by_key(|f| f.split(':').nth(1).and_then(|n| n.parse::<usize>().ok()));
     found
 }
 
 #[test]
 fn kernel_layers_use_no_host_model_and_no_layer_above_them() {
     let mut found = Vec::new();
-    let mut checked = 0;
+    let (mut checked, mut imports) = (0, 0);
     for (layer, forbidden) in LAYERS {
         let mut files = Vec::new();
         rust_files(&Path::new(SRC).join(layer), &mut files);
@@ -129,10 +223,15 @@ fn kernel_layers_use_no_host_model_and_no_layer_above_them() {
             let src = std::fs::read_to_string(&path).unwrap();
             let name = path.strip_prefix(SRC).unwrap().display().to_string();
             found.extend(violations(layer, forbidden, &name, &src));
+            imports += use_paths(&module_of(&name), &kernel_lines(&src))
+                .iter()
+                .filter(|(_, p)| p.starts_with("crate::"))
+                .count();
             checked += 1;
         }
     }
     assert!(checked >= 25, "only {checked} files checked");
+    assert!(imports >= 100, "only {imports} crate paths imported: is the `use` parser reading them?");
     assert!(found.is_empty(), "layering violations:\n{}", found.join("\n"));
 }
 
@@ -146,12 +245,40 @@ fn the_scanner_finds_each_kind_of_violation() {
                use crate::os::{sync::SpinLock};\n\
                use crate::os::{sync::{SpinLock, SpinGuard}, time::Instant, host::wsk};\n\
                // use crate::os::host::x; in a comment is fine\n\
+               pub(crate) use crate::{\n\
+                   os::time::Instant,\n\
+                   netcx::ring::NetRing as Ring,\n\
+               };\n\
+               use super::super::adapter::Adapter;\n\
+               use super::peers::Peer;\n\
+               fn g() { crate::os::host::now(); crate::os::time::now(); }\n\
                #[cfg(test)]\n\
                mod tests {\n    use crate::os::host::Model;\n}\n";
-    let found = violations("control", &["netcx", "datapath", "adapter"], "x.rs", src);
+    let found = violations("control", &["netcx", "datapath", "adapter"], "control/x.rs", src);
     let lines: Vec<&str> = found.iter().map(|f| f.split(": ").next().unwrap()).collect();
-    // Line 2 twice (host-only and not the interface), 3 twice (two names),
-    // 4, 5, 7 (`host` in a group); not line 1, 6 (a group naming only
-    // sync), 8 (comment) or the test module.
-    assert_eq!(lines, ["x.rs:2", "x.rs:2", "x.rs:3", "x.rs:3", "x.rs:4", "x.rs:5", "x.rs:7"], "{found:#?}");
+    // Line 2 twice (host-only, and not the interface), 3 twice (two
+    // host-only names), 4, 5, 7 (`host` in a group), 9
+    // (`netcx` in a group over several lines), 13 (`super::super::` is the
+    // crate), 15 (a path in the code); not 1, 6 (a group naming only sync),
+    // 8 (a comment), 14 (`super::` is `control`) or the test module.
+    let want = [
+        "x.rs:2", "x.rs:2", "x.rs:3", "x.rs:3", "x.rs:4", "x.rs:5", "x.rs:7", "x.rs:9", "x.rs:13", "x.rs:15", "x.rs:15",
+    ];
+    let want: Vec<String> = want.iter().map(|w| format!("control/{w}")).collect();
+    assert_eq!(lines, want, "{found:#?}");
+}
+
+#[test]
+fn use_trees_expand_to_absolute_paths() {
+    let module = module_of("control/peers.rs");
+    assert_eq!(module, ["control", "peers"]);
+    assert_eq!(module_of("control/mod.rs"), ["control"]);
+    assert_eq!(
+        expand_use("crate::{os::{sync::{A, B}, time::C as D}, proto}"),
+        ["crate::os::sync::A", "crate::os::sync::B", "crate::os::time::C", "crate::proto"]
+    );
+    assert_eq!(resolve(&module, "super::iroute::Table"), "crate::control::iroute::Table");
+    assert_eq!(resolve(&module, "super::super::os::host"), "crate::os::host");
+    assert_eq!(resolve(&module, "self::Inner"), "crate::control::peers::Inner");
+    assert_eq!(resolve(&module, "core::mem"), "core::mem");
 }
