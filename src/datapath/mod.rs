@@ -122,12 +122,13 @@ pub const TX_MAX_FRAGMENTS: u16 = 16;
 /// Send slots the data path uses per socket (the transport may offer fewer).
 pub const SEND_SLOTS_MAX: u16 = table(1024, 4);
 
-/// Send slots data packets leave free for control-packet writes and
-/// keepalives, so that a data stream holding every other slot in flight
-/// (a link slower than the offered load) never fails OpenVPN's WriteFile or
-/// starves the keepalive: at most this many, and one in
-/// [`SEND_SLOTS_CONTROL_SHARE`] of what the transport offers (a transport
-/// with fewer than that many slots reserves none).
+/// Free send slots data packets never take: the last
+/// min(this, slots / [`SEND_SLOTS_CONTROL_SHARE`]) of the transport's
+/// (none below 16 slots), so that a data stream holding every other slot in
+/// flight (a link slower than the offered load) leaves OpenVPN's control
+/// WriteFile and the keepalive a slot. Keepalives may use only the upper
+/// half of the reserve, so a keepalive tick over many MP peers cannot use
+/// up what control writes have.
 pub const SEND_SLOTS_CONTROL_RESERVE: u16 = 16;
 
 /// See [`SEND_SLOTS_CONTROL_RESERVE`].

@@ -43,6 +43,18 @@ impl IndexPool {
         Some(index)
     }
 
+    /// As [`IndexPool::take`], but only while more than `leave` are free.
+    pub fn take_leaving(&self, leave: usize) -> Option<u16> {
+        let mut s = self.free.lock();
+        if s.len <= leave {
+            return None;
+        }
+        let len = s.len - 1;
+        let index = *s.items.get(len)?;
+        s.len = len;
+        Some(index)
+    }
+
     /// Takes up to `out.len()` indices under one lock, in the order single
     /// [`IndexPool::take`]s would hand them out; returns how many.
     pub fn take_into(&self, out: &mut [u16]) -> usize {

@@ -1257,9 +1257,10 @@ fn without_send_slots_packets_wait_and_drain_in_ring_order() {
 /// Data packets never take the last free send slots: with the link slower
 /// than the offered load, the TX ring's packets may hold every other slot
 /// in flight, and OpenVPN's control writes and the keepalive must still go
-/// out (a failed WriteFile is a lost TLS record). Data past the limit waits
-/// in the ring (back-pressure, nothing dropped) and goes out in order once
-/// slots free.
+/// out (a failed WriteFile is a lost TLS record). Keepalives may not use
+/// the last half of the reserve. Data past the limit waits in the ring
+/// (back-pressure, nothing dropped) and goes out in order once slots
+/// free.
 #[test]
 fn data_leaves_the_control_reserve_to_control_writes_and_keepalives() {
     let slots = 2 * SEND_SLOTS_CONTROL_SHARE;
@@ -1288,6 +1289,8 @@ fn data_leaves_the_control_reserve_to_control_writes_and_keepalives() {
     assert_eq!(h.dp.drops().total(), 0, "nothing dropped: the rest waits in the ring");
 
     h.dp.send_keepalive(&h.peer.clone()).unwrap();
+    let peer = h.peer.clone();
+    assert_eq!(h.dp.send_keepalive(&peer), Err(TxError::NoSendSlot), "keepalives leave half the reserve");
     h.dp.send_control(remote(), &[0x38, 0xee]).unwrap();
     assert_eq!(h.dp.send_control(remote(), &[0x38, 0xef]), Err(TxError::NoSendSlot), "the reserve is used up");
     let sent = state.sent.lock().unwrap().clone();
@@ -1306,7 +1309,7 @@ fn data_leaves_the_control_reserve_to_control_writes_and_keepalives() {
     assert_eq!(q.packet_begin(), 7, "every data packet sent and returned");
     let data: Vec<Vec<u8>> = sent[busy..busy + 4].iter().chain(&sent[busy + 6..]).map(|(_, w, _)| h.open(w)).collect();
     assert_eq!(data, packets, "in ring order");
-    assert_eq!(h.dp.drops().get(DropReason::TxNoSendSlot), 1, "only the control write past the reserve");
+    assert_eq!(h.dp.drops().get(DropReason::TxNoSendSlot), 2, "only the keepalive and the write past the reserve");
 }
 
 #[test]

@@ -239,6 +239,11 @@ impl SendSlots {
         self.free.put(slot);
     }
 
+    /// A slot for a keepalive: never the lower half of the control reserve.
+    fn take_for_keepalive(&self) -> Option<u16> {
+        self.free.take_leaving(self.control_reserve.load(Ordering::Relaxed) / 2)
+    }
+
     /// Slots for data packets: up to `out.len()`, never the control
     /// reserve.
     fn take_for_data(&self, out: &mut [u16]) -> usize {
@@ -675,7 +680,7 @@ pub(crate) fn send_keepalive<O: Os, P: Peers<KeyOf<O>>>(
         lost(DropReason::TxNoTransport);
         return Err(TxError::NoTransport);
     };
-    let Some(slot) = link.send.take() else {
+    let Some(slot) = link.send.take_for_keepalive() else {
         lost(DropReason::TxNoSendSlot);
         return Err(TxError::NoSendSlot);
     };
