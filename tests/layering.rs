@@ -40,19 +40,35 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The lines a kernel build compiles: everything before the trailing
-/// `#[cfg(test)] mod tests`, without `//` comments, with line numbers.
+/// The lines a kernel build compiles, without `//` comments, with line
+/// numbers: all but each `#[cfg(test)] mod tests { … }` block (up to its
+/// closing brace at the block's own indentation, as rustfmt writes it) and
+/// the two lines of a `#[cfg(test)] mod tests;`.
 fn kernel_lines(src: &str) -> Vec<(usize, &str)> {
     let lines: Vec<&str> = src.lines().collect();
-    let end = (0..lines.len())
-        .find(|&i| lines[i].trim() == "#[cfg(test)]" && lines.get(i + 1).is_some_and(|l| l.starts_with("mod tests")))
-        .unwrap_or(lines.len());
-    lines[..end]
-        .iter()
-        .enumerate()
-        .map(|(i, l)| (i + 1, l.split("//").next().unwrap_or("")))
-        .filter(|(_, l)| !l.trim().is_empty())
-        .collect()
+    let mut kept = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let next = lines.get(i + 1).map(|l| l.trim_start());
+        if lines[i].trim() == "#[cfg(test)]" && next.is_some_and(|l| l.starts_with("mod tests")) {
+            let indent = lines[i + 1].len() - lines[i + 1].trim_start().len();
+            let block = next.is_some_and(|l| l.trim_end().ends_with('{'));
+            i += 2;
+            if block {
+                while i < lines.len() && lines[i].get(indent..) != Some("}") {
+                    i += 1;
+                }
+                i += 1;
+            }
+            continue;
+        }
+        let code = lines[i].split("//").next().unwrap_or("");
+        if !code.trim().is_empty() {
+            kept.push((i + 1, code));
+        }
+        i += 1;
+    }
+    kept
 }
 
 /// The module path of a source file under `src/`: `control/peers.rs` is
@@ -133,6 +149,11 @@ fn use_paths(module: &[String], lines: &[(usize, &str)]) -> Vec<(usize, String)>
     for &(n, line) in lines {
         let text = line.trim();
         if statement.is_empty() {
+            // Attributes on the same line (`#[cfg(..)] use ..`) go first.
+            let mut text = text;
+            while let Some(rest) = text.strip_prefix("#[") {
+                text = rest.split_once(']').map_or("", |(_, after)| after).trim_start();
+            }
             let body = match text.strip_prefix("pub(") {
                 Some(rest) => rest.split_once(')').map_or(rest, |(_, after)| after).trim_start(),
                 None => text.strip_prefix("pub ").unwrap_or(text),
@@ -154,11 +175,38 @@ fn use_paths(module: &[String], lines: &[(usize, &str)]) -> Vec<(usize, String)>
     out
 }
 
+/// The `crate::…` and `super::…` paths written in a line of code.
+fn code_paths(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let bytes = line.as_bytes();
+    for start in ["crate::", "super::"] {
+        let mut from = 0;
+        while let Some(at) = line[from..].find(start).map(|a| a + from) {
+            // Only where a path begins: not inside `a::super::` or `xcrate::`.
+            let before = at.checked_sub(1).map(|b| bytes[b]);
+            let begins = !before.is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':');
+            let path: String =
+                line[at..].chars().take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':').collect();
+            from = at + path.len().max(1);
+            if begins {
+                out.push(path.trim_end_matches(':').to_owned());
+            }
+        }
+    }
+    out
+}
+
 /// What is wrong with an absolute path a file of `layer` imports, if
 /// anything.
 fn path_violation(layer: &str, forbidden: &[&str], path: &str) -> Option<String> {
+    if path == "crate" {
+        return Some("the crate root imported whole".into());
+    }
     let mut segments = path.strip_prefix("crate::")?.split("::");
     let top = segments.next()?;
+    if top == "*" {
+        return Some("a glob of the crate root".into());
+    }
     if forbidden.contains(&top) {
         return Some(format!("`{layer}` may not use `{top}`"));
     }
@@ -192,13 +240,10 @@ fn violations(layer: &str, forbidden: &[&str], name: &str, src: &str) -> Vec<Str
         if in_use.contains(&n) {
             continue;
         }
-        // A path written out in the code rather than imported.
-        let mut rest = line;
-        while let Some(at) = rest.find("crate::") {
-            rest = &rest[at..];
-            let path: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':').collect();
-            rest = &rest[path.len().max(1)..];
-            if let Some(why) = path_violation(layer, forbidden, path.trim_end_matches(':')) {
+        // Paths written out in the code rather than imported: each
+        // `crate::…` or `super::…` (`self::…` names the file's own items).
+        for path in code_paths(line) {
+            if let Some(why) = path_violation(layer, forbidden, &resolve(&module, &path)) {
                 found.push(format!("{name}:{n}: {why}: {}", line.trim()));
             }
         }
@@ -253,16 +298,23 @@ fn the_scanner_finds_each_kind_of_violation() {
                use super::peers::Peer;\n\
                fn g() { crate::os::host::now(); crate::os::time::now(); }\n\
                #[cfg(test)]\n\
-               mod tests {\n    use crate::os::host::Model;\n}\n";
+               mod tests {\n    use crate::os::host::Model;\n}\n\
+               #[cfg(feature = \"x\")] use crate::netcx::X;\n\
+               fn h() { super::super::datapath::x(); super::peers::y(); }\n\
+               use crate::*;\n\
+               use crate as root;\n";
     let found = violations("control", &["netcx", "datapath", "adapter"], "control/x.rs", src);
     let lines: Vec<&str> = found.iter().map(|f| f.split(": ").next().unwrap()).collect();
     // Line 2 twice (host-only, and not the interface), 3 twice (two
     // host-only names), 4, 5, 7 (`host` in a group), 9
     // (`netcx` in a group over several lines), 13 (`super::super::` is the
     // crate), 15 (a path in the code); not 1, 6 (a group naming only sync),
-    // 8 (a comment), 14 (`super::` is `control`) or the test module.
+    // 8 (a comment), 14 (`super::` is `control`) or the test module
+    // (16-19); 20 (an attribute before the `use`), 21 (`super::super::` in
+    // code), 22 (a glob of the root) and 23 (the root imported whole).
     let want = [
-        "x.rs:2", "x.rs:2", "x.rs:3", "x.rs:3", "x.rs:4", "x.rs:5", "x.rs:7", "x.rs:9", "x.rs:13", "x.rs:15", "x.rs:15",
+        "x.rs:2", "x.rs:2", "x.rs:3", "x.rs:3", "x.rs:4", "x.rs:5", "x.rs:7", "x.rs:9", "x.rs:13", "x.rs:15",
+        "x.rs:15", "x.rs:20", "x.rs:21", "x.rs:22", "x.rs:23",
     ];
     let want: Vec<String> = want.iter().map(|w| format!("control/{w}")).collect();
     assert_eq!(lines, want, "{found:#?}");
