@@ -36,11 +36,7 @@ impl IndexPool {
     }
 
     pub fn take(&self) -> Option<u16> {
-        let mut s = self.free.lock();
-        let len = s.len.checked_sub(1)?;
-        let index = *s.items.get(len)?;
-        s.len = len;
-        Some(index)
+        self.take_leaving(0)
     }
 
     /// As [`IndexPool::take`], but only while more than `leave` are free.

@@ -134,7 +134,8 @@ struct RxSlot {
 
 // SAFETY: the fields are only reached by the one owner the state hand-off
 // above designates, each access ordered after the previous owner's by the
-// Release/Acquire pair on `state` (or the pending queue's lock).
+// Release/Acquire pair on `state` or by the lock of the slot pool or the
+// pending queue the index passed through.
 unsafe impl Sync for RxSlot {}
 
 impl RxSlot {
@@ -312,19 +313,27 @@ impl<O: Os, P: Peers<KeyOf<O>>> RxState<O, P> {
     /// index calls it (see [`RxSlot`]), never for an INDICATED slot: that
     /// one is the OS's to return.
     fn free_slot(&self, index: u16) {
-        let Some(slot) = self.slots.get(usize::from(index)) else { return };
-        if slot.state.compare_exchange(QUEUED, FREE, Ordering::AcqRel, Ordering::Acquire).is_err() {
-            return;
+        self.free_from(index, QUEUED);
+    }
+
+    /// Moves slot `index` from state `from` (QUEUED: its holder; INDICATED:
+    /// a return) to FREE, releases what it owned and puts it back into the
+    /// pool. `false`, touching nothing, if the slot was not in `from`.
+    fn free_from(&self, index: u16, from: u8) -> bool {
+        let Some(slot) = self.slots.get(usize::from(index)) else { return false };
+        if slot.state.compare_exchange(from, FREE, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            return false;
         }
-        // SAFETY: the caller holds the index of a QUEUED slot, which no
-        // return can take, and the compare-exchange made it FREE without
-        // putting the index back into the pool: the fields are the
-        // caller's alone.
+        // SAFETY: this compare-exchange made the slot FREE, and its index
+        // goes back into the pool only below: a QUEUED slot's fields were
+        // its holder's (no return can take it), an INDICATED slot's are
+        // the winning return's; either way the caller's alone.
         let owner = unsafe { slot.take_owner() };
         if let Some(owner) = owner {
             self.release_owner(owner);
         }
         self.slot_pool.put(index);
+        true
     }
 
     /// Puts a decrypted packet into slot `index` (Queued); the caller then
@@ -904,24 +913,8 @@ pub(crate) fn receive_stream<O: Os, P: Peers<KeyOf<O>>>(link: &Link<O, P>, bytes
 pub(crate) fn return_buffer<O: Os, P: Peers<KeyOf<O>>>(shared: &Shared<O, P>, return_context: usize) {
     let rx = &shared.rx;
     let index = return_context.checked_sub(1).and_then(|i| u16::try_from(i).ok()).filter(|i| *i < RX_SLOTS_MAX);
-    let Some(index) = index else {
+    if !index.is_some_and(|index| rx.free_from(index, INDICATED)) {
         shared.drop_packet(DropReason::RxBadReturnContext);
-        return;
-    };
-    let owner = match rx.slots.get(usize::from(index)) {
-        Some(slot) if slot.state.compare_exchange(INDICATED, FREE, Ordering::AcqRel, Ordering::Acquire).is_ok() => {
-            // SAFETY: this compare-exchange moved the slot from INDICATED to
-            // FREE; its index goes back to the pool only below.
-            unsafe { slot.take_owner() }
-        }
-        _ => None,
-    };
-    match owner {
-        Some(owner) => {
-            rx.release_owner(owner);
-            rx.slot_pool.put(index);
-        }
-        None => shared.drop_packet(DropReason::RxBadReturnContext),
     }
 }
 
