@@ -192,10 +192,7 @@ fn loom_send_completions_vs_tx_advance_drain_in_order_and_wake_the_poll() {
         let mut q = OsQueue::new();
         let packets = [ipv4(40, 1), ipv4(40, 2)];
         let txq = tx_queue(&h, &mut q);
-        let f = q.post(0, 0, &[&packets[0]]);
-        q.post(1, f, &[&packets[1]]);
-        q.packets.set_end(2);
-        q.fragments.set_end(2);
+        q.post_each(&packets);
         txq.advance();
         let state = h.os.state();
         let sent = state.sent.lock().unwrap().clone();
@@ -209,16 +206,8 @@ fn loom_send_completions_vs_tx_advance_drain_in_order_and_wake_the_poll() {
                 events.send_complete(SendSlot(*slot), NtStatus::SUCCESS, wire.len());
             }
         });
-        txq.advance();
-        let drained = q.packet_begin();
         // Packet 0's completion is the second one.
-        assert!(drained == 0 || completing.load(Ordering::SeqCst) == 2, "packet 0 drained before its completion");
-        if drained != 2 {
-            txq.set_notification_enabled(true);
-        }
-        transport.join().unwrap();
-        assert!(drained == 2 || h.os.tx_notified.load(Ordering::SeqCst) > 0, "an armed poll was not woken");
-        both_sent_back_and_both_slots_free_once(&h, &q, &txq);
+        poll_against(&h, &q, &txq, transport, || completing.load(Ordering::SeqCst) == 2);
         drop(txq);
         drop(h);
     });
@@ -238,10 +227,7 @@ fn loom_a_batch_completion_vs_tx_advance_drains_both_and_wakes_the_poll() {
         let txq = tx_queue(&h, &mut q);
         let state = h.os.state();
         state.batching.store(true, Ordering::SeqCst);
-        let f = q.post(0, 0, &[&packets[0]]);
-        q.post(1, f, &[&packets[1]]);
-        q.packets.set_end(2);
-        q.fragments.set_end(2);
+        q.post_each(&packets);
         txq.advance();
         let batches = state.batches.lock().unwrap().clone();
         assert_eq!(batches.iter().map(|b| b.len()).collect::<std::vec::Vec<_>>(), [2], "one batch of both");
@@ -254,20 +240,35 @@ fn loom_a_batch_completion_vs_tx_advance_drains_both_and_wakes_the_poll() {
             started.store(true, Ordering::SeqCst);
             events.send_batch_complete(SendSlot(first), NtStatus::SUCCESS, bytes);
         });
-        txq.advance();
-        let drained = q.packet_begin();
         // The completion marks the batch's packets one by one: the drain may
         // catch it between them, never before it began.
-        assert!(drained == 0 || completing.load(Ordering::SeqCst), "drained before the batch completed");
-        if drained != 2 {
-            txq.set_notification_enabled(true);
-        }
-        transport.join().unwrap();
-        assert!(drained == 2 || h.os.tx_notified.load(Ordering::SeqCst) > 0, "an armed poll was not woken");
-        both_sent_back_and_both_slots_free_once(&h, &q, &txq);
+        poll_against(&h, &q, &txq, transport, || completing.load(Ordering::SeqCst));
         drop(txq);
         drop(h);
     });
+}
+
+/// The poll's side of both TX models, against the completions running on
+/// `transport`'s CPU: an Advance that drains what it may, never a packet
+/// whose completion had not begun (`began`: packet 0's has), arming
+/// notification if it did not drain both; then, with the transport's CPU
+/// done, a poll that armed was woken, and the end below.
+fn poll_against(
+    h: &Harness,
+    q: &OsQueue,
+    txq: &tx::TxQueue<FakeOs, FakePeers>,
+    transport: thread::JoinHandle<()>,
+    began: impl Fn() -> bool,
+) {
+    txq.advance();
+    let drained = q.packet_begin();
+    assert!(drained == 0 || began(), "packet 0 drained before its completion began");
+    if drained != 2 {
+        txq.set_notification_enabled(true);
+    }
+    transport.join().unwrap();
+    assert!(drained == 2 || h.os.tx_notified.load(Ordering::SeqCst) > 0, "an armed poll was not woken");
+    both_sent_back_and_both_slots_free_once(h, q, txq);
 }
 
 /// The end of both TX models, after the completions: one more Advance

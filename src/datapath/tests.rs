@@ -584,6 +584,17 @@ impl OsQueue {
         unsafe { element_at(self.packets.ring(), p & (RING - 1)).cast::<NetPacket>().write(packet) };
         (f + parts.len() as u32) & (RING - 1)
     }
+
+    /// Posts `packets` from ring index 0, one fragment each, and hands them
+    /// all to the driver (both EndIndex values).
+    pub fn post_each(&mut self, packets: &[Vec<u8>]) {
+        let mut f = 0;
+        for (i, p) in packets.iter().enumerate() {
+            f = self.post(i as u32, f, &[p]);
+        }
+        self.packets.set_end(packets.len() as u32);
+        self.fragments.set_end(packets.len() as u32);
+    }
 }
 
 /// A WSK indication list: datagrams with their bytes split over MDLs. All
@@ -1094,12 +1105,7 @@ fn an_advance_sends_its_packets_as_one_batch_and_one_completion_drains_them() {
     let state = h.os.state();
     state.batching.store(true, Ordering::SeqCst);
     let packets: Vec<Vec<u8>> = (0..5).map(|k| ipv4(100 + 200 * k, k as u8)).collect();
-    let mut f = 0;
-    for (k, p) in packets.iter().enumerate() {
-        f = q.post(k as u32, f, &[p]);
-    }
-    q.packets.set_end(5);
-    q.fragments.set_end(5);
+    q.post_each(&packets);
     txq.advance();
     let batches = state.batches.lock().unwrap().clone();
     assert_eq!(batches.len(), 1, "one request");
@@ -1191,12 +1197,7 @@ fn a_completion_naming_a_batch_member_leaves_the_batch_whole() {
     let state = h.os.state();
     state.batching.store(true, Ordering::SeqCst);
     let packets: Vec<Vec<u8>> = (0..3).map(|k| ipv4(64, k as u8)).collect();
-    let mut f = 0;
-    for (k, p) in packets.iter().enumerate() {
-        f = q.post(k as u32, f, &[p]);
-    }
-    q.packets.set_end(3);
-    q.fragments.set_end(3);
+    q.post_each(&packets);
     txq.advance();
     let batch = state.batches.lock().unwrap()[0].clone();
     assert_eq!(batch.len(), 3);
@@ -1222,12 +1223,7 @@ fn without_send_slots_packets_wait_and_drain_in_ring_order() {
     let mut q = OsQueue::new();
     let txq = tx_queue(&h, &mut q);
     let packets: Vec<Vec<u8>> = (0..4).map(|i| ipv4(200 + i, i as u8)).collect();
-    let mut f = 0;
-    for (i, p) in packets.iter().enumerate() {
-        f = q.post(i as u32, f, &[p]);
-    }
-    q.packets.set_end(4);
-    q.fragments.set_end(4);
+    q.post_each(&packets);
     txq.advance();
     let state = h.os.state();
     assert_eq!(state.sent.lock().unwrap().len(), 2, "back-pressure: two slots, two sends");
@@ -1278,18 +1274,13 @@ fn data_leaves_the_control_reserve_to_control_writes_and_keepalives() {
         h.dp.send_control(remote(), &[0x38, i as u8]).unwrap();
     }
     let packets: Vec<Vec<u8>> = (0..7).map(|i| ipv4(300 + i, i as u8)).collect();
-    let mut f = 0;
-    for (i, p) in packets.iter().enumerate() {
-        f = q.post(i as u32, f, &[p]);
-    }
-    q.packets.set_end(7);
-    q.fragments.set_end(7);
+    q.post_each(&packets);
     txq.advance();
     assert_eq!(state.sent.lock().unwrap().len(), busy + 4, "data stops at the reserve");
     assert_eq!(h.dp.drops().total(), 0, "nothing dropped: the rest waits in the ring");
 
-    h.dp.send_keepalive(&h.peer.clone()).unwrap();
     let peer = h.peer.clone();
+    h.dp.send_keepalive(&peer).unwrap();
     assert_eq!(h.dp.send_keepalive(&peer), Err(TxError::NoSendSlot), "keepalives leave half the reserve");
     h.dp.send_control(remote(), &[0x38, 0xee]).unwrap();
     assert_eq!(h.dp.send_control(remote(), &[0x38, 0xef]), Err(TxError::NoSendSlot), "the reserve is used up");
