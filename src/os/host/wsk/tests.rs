@@ -408,13 +408,27 @@ fn double_release_unretained_release_unknown_release_and_leak_are_reported() {
     v.assert_clean();
 }
 
-#[test]
-fn send_misuse_is_refused_and_reported() {
+/// One datagram socket on a pump-mode hub, with a recording driver, and an
+/// address nobody listens on: what the send-misuse tests start from.
+struct LoneSender {
+    hub: LoopbackHub,
+    v: Arc<WskVerifier>,
+    ra: Arc<Recorder>,
+    a: DatagramSocket,
+    to: SocketAddr,
+}
+
+fn lone_sender() -> LoneSender {
     let (hub, v) = pump_hub(LoopbackConfig::default());
     let p = provider(&hub, &v, WskConfig::default());
     let ra = Recorder::new(Policy::Copy);
     let a = p.open_datagram(addr("10.0.0.1:1"), None, false, ra.clone()).unwrap();
-    let to = addr("10.0.0.2:2");
+    LoneSender { hub, v, ra, a, to: addr("10.0.0.2:2") }
+}
+
+#[test]
+fn send_misuse_is_refused_and_reported() {
+    let LoneSender { hub, v, ra, a, to } = lone_sender();
     let id = a.id();
     send(&a, 0, b"first", to).unwrap();
     // A second send on the busy slot is refused (no completion follows).
@@ -512,11 +526,7 @@ fn a_send_batch_puts_every_datagram_on_the_wire_and_completes_once_in_every_mode
 
 #[test]
 fn a_bad_send_batch_is_refused_whole_and_reported() {
-    let (hub, v) = pump_hub(LoopbackConfig::default());
-    let p = provider(&hub, &v, WskConfig::default());
-    let ra = Recorder::new(Policy::Copy);
-    let a = p.open_datagram(addr("10.0.0.1:1"), None, false, ra.clone()).unwrap();
-    let to = addr("10.0.0.2:2");
+    let LoneSender { hub, v, ra, a, to } = lone_sender();
     let id = a.id();
     send(&a, 3, b"busy", to).unwrap();
     let ok = fill(&a, 1, b"fine");
