@@ -219,13 +219,22 @@ fn path_violation(layer: &str, forbidden: &[&str], path: &str) -> Option<String>
     None
 }
 
-/// Every violation in one file's text; `name` is its path under `src/`.
-fn violations(layer: &str, forbidden: &[&str], name: &str, src: &str) -> Vec<String> {
+/// One file's scan: every violation, and how many `crate::` paths its
+/// `use` declarations import (the proof that the parser read them).
+struct Scan {
+    found: Vec<String>,
+    crate_imports: usize,
+}
+
+/// Scans one file's text; `name` is its path under `src/`.
+fn scan(layer: &str, forbidden: &[&str], name: &str, src: &str) -> Scan {
     let mut found = Vec::new();
     let lines = kernel_lines(src);
     let module = module_of(name);
+    let imports = use_paths(&module, &lines);
+    let crate_imports = imports.iter().filter(|(_, p)| p.starts_with("crate::")).count();
     let mut in_use = std::collections::BTreeSet::new();
-    for (n, path) in use_paths(&module, &lines) {
+    for (n, path) in imports {
         in_use.insert(n);
         if let Some(why) = path_violation(layer, forbidden, &path) {
             found.push(format!("{name}:{n}: {why}: use {path}"));
@@ -249,7 +258,7 @@ fn violations(layer: &str, forbidden: &[&str], name: &str, src: &str) -> Vec<Str
         }
     }
     found.sort_by_key(|f| f.split(':').nth(1).and_then(|n| n.parse::<usize>().ok()));
-    found
+    Scan { found, crate_imports }
 }
 
 #[test]
@@ -267,11 +276,9 @@ fn kernel_layers_use_no_host_model_and_no_layer_above_them() {
             }
             let src = std::fs::read_to_string(&path).unwrap();
             let name = path.strip_prefix(SRC).unwrap().display().to_string();
-            found.extend(violations(layer, forbidden, &name, &src));
-            imports += use_paths(&module_of(&name), &kernel_lines(&src))
-                .iter()
-                .filter(|(_, p)| p.starts_with("crate::"))
-                .count();
+            let file = scan(layer, forbidden, &name, &src);
+            found.extend(file.found);
+            imports += file.crate_imports;
             checked += 1;
         }
     }
@@ -303,7 +310,7 @@ fn the_scanner_finds_each_kind_of_violation() {
                fn h() { super::super::datapath::x(); super::peers::y(); }\n\
                use crate::*;\n\
                use crate as root;\n";
-    let found = violations("control", &["netcx", "datapath", "adapter"], "control/x.rs", src);
+    let found = scan("control", &["netcx", "datapath", "adapter"], "control/x.rs", src).found;
     let lines: Vec<&str> = found.iter().map(|f| f.split(": ").next().unwrap()).collect();
     // Line 2 twice (host-only, and not the interface), 3 twice (two
     // host-only names), 4, 5, 7 (`host` in a group), 9
