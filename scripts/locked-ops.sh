@@ -51,10 +51,10 @@ valgrind --tool=callgrind --dump-instr=yes --compress-pos=no --compress-strings=
     --seconds "$SECONDS_RUN" --warmup 0.1 --slices 1 >"$work/bench.log" 2>"$work/valgrind.log"
 grep -q '^checks: clean' "$work/bench.log" || { cat "$work/bench.log" >&2; exit 1; }
 
-python3 - "$bench" "$work" "$TOP" "$CIPHER" "$SIZE" <<'EOF'
+python3 - "$bench" "$work" "$TOP" "$CIPHER" "$SIZE" "$PWD/" <<'EOF'
 import collections, re, subprocess, sys
 
-bench, work, top, cipher, size = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+bench, work, top, cipher, size, root = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
 locked = {int(a, 16) for a in open(f"{work}/locked")}
 
 # Cost lines are "0xADDR LINE COUNT" (positions: instr line); the line after
@@ -122,23 +122,38 @@ for s in ("driver", "bench OS", "runtime", "crypto backend"):
     print(f"{s:>15}  {locks[s] / packets:10.2f}  {instructions[s] / packets:12,.0f}")
 print("# locked operations by site (per packet)")
 
-def site(addr):
-    out = subprocess.run(["addr2line", "-i", "-f", "-C", "-e", bench, hex(addr)],
+def sites(addrs):
+    """Each address's site: the innermost function of this repository's
+    code (inlined frames included) outside the spin lock itself, with its
+    file and line; one addr2line run for all of them."""
+    out = subprocess.run(["addr2line", "-a", "-i", "-f", "-C", "-e", bench] + [hex(a) for a in addrs],
                          capture_output=True, text=True).stdout.split("\n")
-    frames = [(out[i - 1], out[i]) for i in range(1, len(out), 2)]
-    ours = [(n, w.split("/work/main/")[-1]) for n, w in frames if "/work/main/" in w]
-    via_lock = any("os/sync.rs" in w for _, w in ours)
-    ours = [(n, w) for n, w in ours if "os/sync.rs" not in w]
-    if not ours:
-        return hex(addr)
-    name, where = ours[0]
-    name = re.sub(r"<[^<>]*>", "", re.sub(r"<[^<>]*>", "", name)).split("::")[-1]
-    return f"{name} {where}" + (" (spin lock)" if via_lock else "")
+    frames, named = {}, {}
+    current = None
+    for line in out:
+        if line.startswith("0x"):
+            current = int(line, 16)
+            frames[current] = []
+        elif current is not None and line:
+            frames[current].append(line)
+    for addr, lines in frames.items():
+        pairs = list(zip(lines[0::2], lines[1::2]))
+        ours = [(n, w[len(root):]) for n, w in pairs if w.startswith(root)]
+        via_lock = any("os/sync.rs" in w for _, w in ours)
+        ours = [(n, w) for n, w in ours if "os/sync.rs" not in w]
+        if not ours:
+            named[addr] = hex(addr)
+            continue
+        name, where = ours[0]
+        name = re.sub(r"<[^<>]*>", "", re.sub(r"<[^<>]*>", "", name)).split("::")[-1]
+        named[addr] = f"{name} {where}" + (" (spin lock)" if via_lock else "")
+    return named
 
+counted = {(a, f): c for (a, f), c in per_addr.items() if side(f)}
+named = sites(sorted({a for a, _ in counted}))
 by_site = collections.Counter()
-for (a, f), c in per_addr.items():
-    if side(f):
-        by_site[site(a)] += c
+for (a, _), c in counted.items():
+    by_site[named.get(a, hex(a))] += c
 for where, c in by_site.most_common(top):
     if c / packets >= 0.01:
         print(f"{c / packets:6.2f}  {where}")
